@@ -1,0 +1,1 @@
+"""Command groups of the ``belep`` CLI, one module per group; each exposes ``register(app)``."""
