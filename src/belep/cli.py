@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from belep import __version__
-from belep.commands import bench, chain, content, demo, sim
+from belep.commands import bench, chain, content, demo, net, sim
 
 app = typer.Typer(
     name="belep",
@@ -29,7 +29,7 @@ def _root(
         raise typer.Exit(0)
 
 
-for _module in (chain, content, sim, bench, demo):
+for _module in (chain, content, sim, bench, demo, net):
     _module.register(app)
 
 
