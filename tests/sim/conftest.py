@@ -9,8 +9,9 @@ exists to exercise the harness (clock, timers, network faults, crash and
 restart, state transfer, checker, traces, shrinking). It never stands in for
 PBFT or Raft: the protocol tests use the real implementations.
 
-Planted bug ``toy_quorum_2``: the leader forms certificates from two acks
-(below a majority of four), so equivocating Twins fork the chain.
+It is not Byzantine-tolerant (a follower acks every proposal at its height),
+so equivocating Twins of the leader fork it: the harness tests use that to
+show the checker catching real forks.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class ToyReplica:
         self.acks: dict[NodeId, bytes] = {}
         self.last_commit: Commit | None = None
         self.fetching = False
-        self.quorum = 2 if "toy_quorum_2" in config.planted_bugs else config.n // 2 + 1
+        self.quorum = config.n // 2 + 1
         if "head" in persisted:
             h, head = expect_list(decode(persisted["head"]), "head")
             self.height = expect_int(h, "height")
