@@ -14,7 +14,8 @@ Known rules:
   members, up to ``f = (n-1)//3`` Byzantine-or-crashed members, certificates need
   ``2f+1`` distinct member signatures.
 * ``raft``: ``n = 2f+1``, up to ``f = (n-1)//2`` *crashed* members, none Byzantine;
-  certificates need a majority ``n//2 + 1`` of member signatures.
+  certificates need a majority ``n//2 + 1`` of member signatures on Raft's
+  ``raft-append`` statement (checked by ``belep.consensus.raft_cert``).
 
 No I/O here.
 """
@@ -94,6 +95,22 @@ class ProtocolProfile:
     planted_bugs: tuple[str, ...] = ()
 
 
+def _raft_rule() -> CertificateRule:
+    """Raft's own certificate check when its module is present, else a plain majority."""
+    try:
+        module = importlib.import_module("belep.consensus.raft_cert")
+    except ImportError:
+        return majority_rule
+    verify = module.verify_raft_certificate
+
+    def rule(
+        config: ReplicaConfig, _chain: Sequence[Block], block: Block, cert: QuorumCertificate
+    ) -> None:
+        verify(block, cert, config.voter_keys())
+
+    return rule
+
+
 def _bft_f(n: int) -> int:
     return (n - 1) // 3
 
@@ -135,4 +152,4 @@ def get_profile(name: str) -> ProtocolProfile:
     if factory is None:
         raise ConfigError("unknown consensus protocol", expected=sorted(factories), found=name)
     byzantine, max_faulty, rule, bugs = _FAULT_MODELS.get(name, _FAULT_MODELS["pbft"])
-    return ProtocolProfile(name, factory, byzantine, max_faulty, rule, bugs)
+    return ProtocolProfile(name, factory, byzantine, max_faulty, rule(), bugs)
