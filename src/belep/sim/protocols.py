@@ -111,6 +111,10 @@ def _raft_rule() -> CertificateRule:
     return rule
 
 
+def _bft_rule() -> CertificateRule:
+    return bft_rule
+
+
 def _bft_f(n: int) -> int:
     return (n - 1) // 3
 
