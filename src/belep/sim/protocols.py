@@ -123,15 +123,17 @@ def _crash_f(n: int) -> int:
     return (n - 1) // 2
 
 
-_FAULT_MODELS: dict[str, tuple[bool, Callable[[int], int], CertificateRule, tuple[str, ...]]] = {
+_FAULT_MODELS: dict[
+    str, tuple[bool, Callable[[int], int], Callable[[], CertificateRule], tuple[str, ...]]
+] = {
     "pbft": (
         True,
         _bft_f,
-        bft_rule,
+        _bft_rule,
         ("pbft_prepare_quorum_2f", "pbft_viewchange_forgets_prepared"),
     ),
-    "hpbft": (True, _bft_f, bft_rule, ()),
-    "raft": (False, _crash_f, majority_rule, ("raft_truncate_without_conflict",)),
+    "hpbft": (True, _bft_f, _bft_rule, ()),
+    "raft": (False, _crash_f, _raft_rule, ("raft_truncate_without_conflict",)),
 }
 
 
@@ -155,5 +157,5 @@ def get_profile(name: str) -> ProtocolProfile:
     factory = factories.get(name)
     if factory is None:
         raise ConfigError("unknown consensus protocol", expected=sorted(factories), found=name)
-    byzantine, max_faulty, rule, bugs = _FAULT_MODELS.get(name, _FAULT_MODELS["pbft"])
-    return ProtocolProfile(name, factory, byzantine, max_faulty, rule(), bugs)
+    byzantine, max_faulty, make_rule, bugs = _FAULT_MODELS.get(name, _FAULT_MODELS["pbft"])
+    return ProtocolProfile(name, factory, byzantine, max_faulty, make_rule(), bugs)
