@@ -200,7 +200,6 @@ class BlockStore:
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise _wrap(exc, f"cannot open {path}") from exc
-        conn.text_factory = bytes  # a damaged type byte must not turn a blob into a decode error
         store = cls(conn, path, genesis, readonly, committee_source)
         try:
             store._setup()
@@ -215,7 +214,7 @@ class BlockStore:
             conn.execute("PRAGMA busy_timeout = 10000")
             if not self.readonly:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode != b"wal" and mode != "wal":
+                if mode != "wal":
                     raise StorageError(f"cannot switch {self.path} to WAL mode (got {mode!r})")
                 conn.execute("PRAGMA synchronous = FULL")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -526,23 +525,26 @@ class BlockStore:
                 " WHERE height >= ? AND height <= ? ORDER BY height, idx",
                 (low, high),
             )
-            by_height: dict[int, list[StoredTx]] = {}
+            by_height: dict[object, list[tuple[object, object, object]]] = {}
             for height, idx, tx_hash, payload in tx_rows:
-                by_height.setdefault(height, []).append(
-                    StoredTx(
-                        _int(idx, "transaction index"),
-                        _blob(tx_hash, "transaction hash"),
-                        _blob(payload, "transaction payload"),
-                    )
-                )
+                by_height.setdefault(height, []).append((idx, tx_hash, payload))
             for height, block_hash, header, qc, tx_count in blocks:
+                where = f"at height {height}"
+                txs = tuple(
+                    StoredTx(
+                        _int(idx, f"transaction index {where}"),
+                        _blob(tx_hash, f"transaction hash {where}"),
+                        _blob(payload, f"transaction payload {where}"),
+                    )
+                    for idx, tx_hash, payload in by_height.get(height, ())
+                )
                 yield StoredBlock(
                     height=_int(height, "height"),
-                    block_hash=_blob(block_hash, f"block hash at height {height}"),
-                    header=_blob(header, f"header at height {height}"),
-                    qc=_blob(qc, f"certificate at height {height}"),
-                    tx_count=_int(tx_count, f"transaction count at height {height}"),
-                    txs=tuple(by_height.get(height, ())),
+                    block_hash=_blob(block_hash, f"block hash {where}"),
+                    header=_blob(header, f"header {where}"),
+                    qc=_blob(qc, f"certificate {where}"),
+                    tx_count=_int(tx_count, f"transaction count {where}"),
+                    txs=txs,
                 )
             next_height = high + 1
 
@@ -552,5 +554,5 @@ class BlockStore:
     def integrity_check(self) -> list[str]:
         """SQLite's own ``PRAGMA integrity_check`` (page-level damage); empty when sound."""
         rows = self._query("integrity check", "PRAGMA integrity_check")
-        messages = [r[0].decode() if isinstance(r[0], bytes) else str(r[0]) for r in rows]
+        messages = [str(r[0]) for r in rows]
         return [] if messages == ["ok"] else messages

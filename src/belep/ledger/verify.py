@@ -15,7 +15,8 @@ previous block (the genesis hash at height 1), the domain, every transaction's
 hash, the transactions' Merkle root, the certificate's canonical bytes, that
 it certifies this block, and its signatures against the committee that
 :func:`belep.ledger.genesis.committee_at` names for the height. It stops at
-the first failure and reports its height, the check that failed and why.
+the first failure and reports its height, the check that failed and why; a
+store that cannot be read (a damaged database file) is a failure too.
 
 This module does no I/O.
 """
@@ -28,7 +29,7 @@ from typing import Protocol
 
 from belep.crypto import sha256
 from belep.encoding import decode, encode
-from belep.errors import ChainError, ValidationError
+from belep.errors import ChainError, StorageError, ValidationError
 from belep.ledger.block import (
     BlockHeader,
     Height,
@@ -329,7 +330,10 @@ def verify_chain(
             finding=finding,
         )
 
-    stored_genesis = reader.stored_genesis_hash()
+    try:
+        stored_genesis = reader.stored_genesis_hash()
+    except StorageError as exc:
+        return report(Finding(0, "storage", f"cannot read the store: {exc}"))
     if stored_genesis != genesis.genesis_hash:
         return report(
             Finding(
@@ -340,7 +344,14 @@ def verify_chain(
                 stored_genesis.hex(),
             )
         )
-    for stored in reader.stored_blocks(1):
+    blocks = reader.stored_blocks(1)
+    while True:
+        try:
+            stored = next(blocks, None)
+        except StorageError as exc:
+            return report(Finding(state.height + 1, "storage", f"cannot read the store: {exc}"))
+        if stored is None:
+            break
         expected = state.height + 1
         if stored.height != expected:
             return report(
@@ -368,7 +379,10 @@ def verify_chain(
         state.signatures += signatures
         if on_block is not None:
             on_block(stored.height)
-    rows = reader.count_stored_transactions()
+    try:
+        rows = reader.count_stored_transactions()
+    except StorageError as exc:
+        return report(Finding(state.height, "storage", f"cannot read the store: {exc}"))
     if rows != state.transactions:
         return report(
             Finding(
