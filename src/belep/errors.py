@@ -115,6 +115,26 @@ class ProtocolViolation(ValidationError):
     """A consensus or transport message that breaks the protocol's rules."""
 
 
+class PeerRejected(ProtocolViolation):
+    """A transport peer broke the framing, handshake or session rules.
+
+    ``reason`` is a short stable code (``"oversized_frame"``, ``"bad_signature"``,
+    ``"replayed_frame"`` …) used as a log field and a metrics label.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        expected: Any = None,
+        found: Any = None,
+        where: str | None = None,
+    ) -> None:
+        self.reason = reason
+        super().__init__(message, expected=expected, found=found, where=where)
+
+
 class ConfigError(ValidationError):
     """A configuration, topology or genesis file that is invalid."""
 
