@@ -46,7 +46,7 @@ _CODEC_NAMES = {DAG_PB: "dag-pb", RAW: "raw"}
 _MAX_CID_TEXT = 128
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Cid:
     """A version-0 or version-1 CID over a sha2-256 digest."""
 
@@ -94,6 +94,9 @@ class Cid:
 
     def __str__(self) -> str:
         return self.encode()
+
+    def __repr__(self) -> str:
+        return f"Cid({self.encode()!r})"
 
     def to_v1(self) -> Cid:
         """The same content addressed by a CIDv1 (for v0, the dag-pb v1 form)."""

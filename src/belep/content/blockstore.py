@@ -1,0 +1,436 @@
+"""The on-disk blockstore: one file per block, pins, garbage collection.
+
+Owns: the directory layout below, atomic and durable block writes, verified
+reads, pins and garbage collection.
+
+Layout (``root`` is the store directory)::
+
+    root/blocks/<shard>/<key>   one block; key = base32(multihash), shard = key[-3:-1]
+    root/pins/<cid>             an empty file per pinned root (CID text)
+    root/tmp/                   blocks being written
+    root/lock                   flock: writers shared, garbage collection exclusive
+
+The key is derived from a parsed, validated :class:`Cid` (lower-case base32
+of its sha2-256 multihash), never from caller text, so no request can name a
+path outside ``blocks/``. Blocks are keyed by multihash as in Kubo: the same
+bytes stored as ``raw`` and as ``dag-pb`` share one file. The shard is the
+next-to-last two characters of the key (go-ds-flatfs ``next-to-last/2``),
+which spreads keys evenly over 1024 directories.
+
+Invariants:
+
+* A file under ``blocks/`` only ever appears by ``rename`` of a complete,
+  fsynced temporary file, so after a crash a block file is either absent or
+  complete. With ``sync=False`` (tests, scratch stores) fsync is skipped.
+* Every read re-hashes the bytes: :meth:`Blockstore.get` returns bytes that
+  match the CID or raises :class:`CorruptStore` naming the CID.
+* A root is pinned only by :meth:`Blockstore.pin`, which callers invoke after
+  the whole DAG has been committed; :meth:`Blockstore.gc` deletes exactly the
+  blocks not reachable from a pin, while holding the exclusive lock that every
+  :class:`BlockWriter` holds shared until it commits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from belep.content.cid import RAW, Cid, parse_cid, verify_block
+from belep.content.dagpb import decode_pbnode
+from belep.content.importer import BlockPart
+from belep.content.multiformats import encode_base32
+from belep.errors import CidError, CorruptStore, HashMismatch, NotFound, StorageError
+
+MAX_BLOCK_SIZE = 4 << 20
+"""Largest block accepted (Kubo's limit is 2 MiB for bitswap; leave headroom)."""
+
+_GROUP_BLOCKS = 64
+_GROUP_BYTES = 16 << 20
+
+
+def block_key(cid: Cid) -> str:
+    """Storage key of a block: lower-case base32 of its multihash."""
+    return encode_base32(cid.multihash)
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What a garbage collection removed and kept."""
+
+    removed_blocks: int
+    removed_bytes: int
+    kept_blocks: int
+
+
+class Blockstore:
+    """A directory of blocks. Safe to share between threads of one process."""
+
+    def __init__(self, root: Path | str, *, sync: bool = True) -> None:
+        self.root = Path(root)
+        self.sync = sync
+        self._blocks = self.root / "blocks"
+        self._pins = self.root / "pins"
+        self._tmp = self.root / "tmp"
+        try:
+            for directory in (self._blocks, self._pins, self._tmp):
+                directory.mkdir(parents=True, exist_ok=True)
+            (self.root / "lock").touch(exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot open blockstore at {self.root}: {exc}") from exc
+
+    # -- paths ---------------------------------------------------------
+
+    def block_path(self, cid: Cid) -> Path:
+        """Where the block of ``cid`` lives (whether or not it exists)."""
+        key = block_key(cid)
+        return self._blocks / key[-3:-1] / key
+
+    # -- reading -------------------------------------------------------
+
+    def has(self, cid: Cid) -> bool:
+        """True if a block file for ``cid`` exists (not re-hashed)."""
+        return self.block_path(cid).is_file()
+
+    def get(self, cid: Cid) -> bytes:
+        """The block's bytes, re-hashed against ``cid``.
+
+        Raises :class:`NotFound` if absent and :class:`CorruptStore` (naming
+        the CID) if the stored bytes no longer match.
+        """
+        path = self.block_path(cid)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_BLOCK_SIZE + 1)
+        except FileNotFoundError:
+            raise NotFound(f"block {cid}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read block {cid}: {exc}") from exc
+        if len(data) > MAX_BLOCK_SIZE:
+            raise CorruptStore(f"block {cid} is corrupt: larger than {MAX_BLOCK_SIZE} bytes")
+        try:
+            verify_block(cid, data)
+        except HashMismatch as exc:
+            raise CorruptStore(
+                f"block {cid} is corrupt: stored bytes hash to {exc.found.hex()}"
+            ) from exc
+        return data
+
+    def iter_keys(self) -> Iterator[str]:
+        """Keys of every stored block (any order)."""
+        for shard in sorted(self._blocks.iterdir()):
+            if shard.is_dir():
+                for entry in sorted(shard.iterdir()):
+                    yield entry.name
+
+    # -- writing -------------------------------------------------------
+
+    def writer(self) -> BlockWriter:
+        """A batch writer; use as a context manager (commits on success)."""
+        return BlockWriter(self)
+
+    def put(self, cid: Cid, data: bytes | bytearray | memoryview) -> None:
+        """Verify ``data`` against ``cid`` and store it durably.
+
+        Raises :class:`HashMismatch` (nothing written) if it does not match.
+        """
+        with self.writer() as writer:
+            writer.put(cid, data)
+
+    def delete(self, cid: Cid) -> bool:
+        """Remove a block; True if it existed. Pins are not consulted."""
+        try:
+            self.block_path(cid).unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot delete block {cid}: {exc}") from exc
+        return True
+
+    # -- pins ----------------------------------------------------------
+
+    def pin(self, cid: Cid) -> None:
+        """Record ``cid`` as a root to keep (durably). Its DAG must be complete."""
+        path = self._pins / str(cid)
+        if path.exists():
+            return
+        temporary = self._tmp / f"pin-{os.getpid()}-{cid}"
+        try:
+            with temporary.open("wb") as handle:
+                if self.sync:
+                    os.fsync(handle.fileno())
+            os.replace(temporary, path)
+            if self.sync:
+                _fsync_directory(self._pins)
+        except OSError as exc:
+            raise StorageError(f"cannot pin {cid}: {exc}") from exc
+
+    def unpin(self, cid: Cid) -> bool:
+        """Remove the pin of ``cid``; True if it was pinned."""
+        try:
+            (self._pins / str(cid)).unlink()
+        except FileNotFoundError:
+            return False
+        if self.sync:
+            _fsync_directory(self._pins)
+        return True
+
+    def pins(self) -> list[Cid]:
+        """Pinned roots, sorted by their text form."""
+        roots: list[Cid] = []
+        for entry in sorted(self._pins.iterdir()):
+            try:
+                roots.append(parse_cid(entry.name))
+            except CidError as exc:
+                raise CorruptStore(f"unexpected file in pins/: {entry.name}") from exc
+        return roots
+
+    def is_pinned(self, cid: Cid) -> bool:
+        """True if ``cid`` is a pinned root."""
+        return (self._pins / str(cid)).exists()
+
+    # -- garbage collection --------------------------------------------
+
+    def reachable_keys(self, roots: Sequence[Cid]) -> set[str]:
+        """Keys of every block reachable from ``roots`` (each block is read and verified)."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            cid = stack.pop()
+            key = block_key(cid)
+            if key in seen:
+                continue
+            seen.add(key)
+            if cid.codec == RAW:
+                if not self.has(cid):
+                    raise NotFound(f"block {cid}")
+                continue
+            node = decode_pbnode(self.get(cid))
+            stack.extend(link.cid for link in node.links)
+        return seen
+
+    def gc(self) -> GcReport:
+        """Delete every block not reachable from a pin, and stale temporary files."""
+        with self._lock(exclusive=True):
+            keep = self.reachable_keys(self.pins())
+            removed = removed_bytes = kept = 0
+            for shard in sorted(self._blocks.iterdir()):
+                for entry in sorted(shard.iterdir()):
+                    if entry.name in keep:
+                        kept += 1
+                        continue
+                    removed_bytes += entry.stat().st_size
+                    entry.unlink()
+                    removed += 1
+            for entry in self._tmp.iterdir():
+                entry.unlink()
+        return GcReport(removed, removed_bytes, kept)
+
+    def _lock(self, *, exclusive: bool) -> _FileLock:
+        return _FileLock(self.root / "lock", exclusive=exclusive)
+
+
+class _FileLock:
+    def __init__(self, path: Path, *, exclusive: bool) -> None:
+        self._path = path
+        self._exclusive = exclusive
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX if self._exclusive else fcntl.LOCK_SH)
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass(slots=True)
+class _Pending:
+    fd: int
+    temporary: Path
+    final: Path
+
+
+class BlockWriter:
+    """Writes many blocks with grouped durability; a :class:`BlockSink`.
+
+    Blocks go to temporary files; every 64 blocks or 16 MiB (and on
+    :meth:`commit`) the group is fsynced, renamed into place, and the touched
+    shard directories are fsynced. Until :meth:`commit` returns, a concurrent
+    :meth:`Blockstore.gc` waits. On an exception inside ``with``, uncommitted
+    temporary files are removed; blocks of earlier groups stay (unpinned,
+    so the next garbage collection removes them unless something pins them).
+    """
+
+    def __init__(self, store: Blockstore) -> None:
+        self._store = store
+        self._pending: dict[str, _Pending] = {}
+        self._pending_bytes = 0
+        self._handed: set[str] = set()
+        self._roots: list[Cid] = []
+        self._closed = False
+        self.written = 0
+        """Blocks newly written (not already present)."""
+        self._lock = store._lock(exclusive=False)
+        self._lock.__enter__()
+
+    def __enter__(self) -> BlockWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def put(self, cid: Cid, data: bytes | bytearray | memoryview) -> None:
+        """Verify ``data`` against ``cid`` (:class:`HashMismatch`), then write it."""
+        if len(data) > MAX_BLOCK_SIZE:
+            raise HashMismatch(
+                "block larger than the store accepts",
+                expected=f"<= {MAX_BLOCK_SIZE} bytes",
+                found=len(data),
+                where=str(cid),
+            )
+        verify_block(cid, data)
+        self.put_block(cid, (data,))
+
+    def put_block(self, cid: Cid, parts: Sequence[BlockPart]) -> None:
+        """Write a block whose CID the caller has already established."""
+        if self._closed:
+            raise StorageError("block writer already closed")
+        key = block_key(cid)
+        if key in self._handed:
+            return
+        self._handed.add(key)
+        self._write(cid, key, parts)
+
+    def pin_on_commit(self, cid: Cid) -> None:
+        """Pin ``cid`` in :meth:`commit`, after its blocks are durable and before
+        garbage collection can run again. The caller vouches the DAG is complete."""
+        self._roots.append(cid)
+
+    def flush(self) -> None:
+        """Make the blocks written so far durable and visible."""
+        self._flush_group()
+
+    def commit(self) -> None:
+        """Make every written block durable and visible, pin the roots asked
+        for, and release the store lock."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+            for root in self._roots:
+                self._store.pin(root)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._lock.release()
+
+    def abort(self) -> None:
+        """Drop uncommitted blocks; release the store lock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for pending in self._pending.values():
+                if pending.fd >= 0:
+                    os.close(pending.fd)
+                pending.temporary.unlink(missing_ok=True)
+            self._pending.clear()
+        finally:
+            self._lock.release()
+
+    # -- internals -----------------------------------------------------
+
+    def _write(self, cid: Cid, key: str, parts: Sequence[BlockPart]) -> None:
+        final = self._store.block_path(cid)
+        size = sum(len(part) for part in parts)
+        try:
+            if final.stat().st_size == size:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot stat block {cid}: {exc}") from exc
+        temporary = self._store._tmp / f"{key}.{os.getpid()}.{id(self)}"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, parts)
+            except BaseException:
+                os.close(fd)
+                temporary.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot write block {cid}: {exc}") from exc
+        self._pending[key] = _Pending(fd, temporary, final)
+        self._pending_bytes += size
+        if len(self._pending) >= _GROUP_BLOCKS or self._pending_bytes >= _GROUP_BYTES:
+            self._flush_group()
+
+    def _flush_group(self) -> None:
+        if not self._pending:
+            return
+        sync = self._store.sync
+        directories: set[Path] = set()
+        try:
+            for pending in self._pending.values():
+                if sync:
+                    os.fdatasync(pending.fd)
+            for pending in self._pending.values():
+                os.close(pending.fd)
+                pending.fd = -1
+                if not pending.final.parent.is_dir():
+                    pending.final.parent.mkdir(exist_ok=True)
+                    directories.add(self._store._blocks)
+                os.replace(pending.temporary, pending.final)
+                directories.add(pending.final.parent)
+            if sync:
+                for directory in sorted(directories):
+                    _fsync_directory(directory)
+        except OSError as exc:
+            for pending in self._pending.values():
+                if pending.fd >= 0:
+                    os.close(pending.fd)
+                pending.temporary.unlink(missing_ok=True)
+            self._pending.clear()
+            raise StorageError(f"cannot commit blocks: {exc}") from exc
+        self.written += len(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+
+
+def _write_all(fd: int, parts: Sequence[BlockPart]) -> None:
+    views = [memoryview(part) for part in parts if len(part)]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
