@@ -65,6 +65,7 @@ from belep.crypto import PrivateKey
 from belep.ledger.block import DomainId
 from belep.sim.adversary import ADVERSARY_HOOKS, Adversary
 from belep.sim.checker import InvariantChecker, Violation
+from belep.sim.memo_suite import SIM_SUITE
 from belep.sim.model import (
     CrashFault,
     FaultSchedule,
@@ -92,10 +93,14 @@ _KEY_CACHE: dict[str, PrivateKey] = {}
 
 
 def sim_key(node: NodeId) -> PrivateKey:
-    """The simulated node's deterministic signing key (the same in every run)."""
+    """The simulated node's deterministic signing key (the same in every run).
+
+    Real Ed25519 under the simulator's memoising suite (:mod:`belep.sim.memo_suite`).
+    """
     key = _KEY_CACHE.get(node)
     if key is None:
-        key = PrivateKey.from_seed(hashlib.sha256(f"belep-sim-key/{node}".encode()).digest())
+        seed = hashlib.sha256(f"belep-sim-key/{node}".encode()).digest()
+        key = PrivateKey.from_seed(seed, SIM_SUITE)
         _KEY_CACHE[node] = key
     return key
 
