@@ -38,6 +38,7 @@ class RunResult:
     liveness_failure: str | None
     committed_blocks: int
     height_at_heal: int
+    commit_times_ms: tuple[int, ...]  # virtual time each canonical height was first delivered
     latencies_ms: tuple[int, ...]
     events: int
     messages: int
@@ -77,6 +78,7 @@ def run_seed(
         liveness_failure=liveness,
         committed_blocks=sim.checker.height,
         height_at_heal=sim.height_at_heal,
+        commit_times_ms=tuple(sim.checker.commit_time_ms),
         latencies_ms=tuple(sim.workload.latencies_ms()),
         events=sim.events,
         messages=sim.messages,
