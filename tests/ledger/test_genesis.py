@@ -128,7 +128,7 @@ def test_committee_comes_from_genesis(genesis: Genesis) -> None:
 def test_raft_genesis_uses_majority_and_its_commit_kind() -> None:
     keys = committee_keys("r", 5)
     g = make_genesis("city", keys, protocol="raft")
-    assert (g.quorum_rule, g.quorum, g.commit_kind) == ("majority", 3, "raft-commit")
+    assert (g.quorum_rule, g.quorum, g.commit_kind) == ("majority", 3, "raft-append")
 
 
 def test_observers_never_vote(keys: dict[NodeId, PrivateKey]) -> None:
@@ -138,3 +138,10 @@ def test_observers_never_vote(keys: dict[NodeId, PrivateKey]) -> None:
     assert [m.node_id for m in g.observers] == list(standby)
     assert g.parent == DomainId("county-1")
     assert Member(NodeId("s-1"), standby[NodeId("s-1")].public_key) in g.observers
+
+
+def test_commit_kinds_match_the_consensus_modules() -> None:
+    from belep.consensus.raft_cert import RAFT_CERT_KIND
+    from belep.ledger.genesis import PROTOCOLS
+
+    assert PROTOCOLS["raft"][1] == RAFT_CERT_KIND

@@ -50,11 +50,13 @@ from belep.ledger.block import Digest, DomainId, Height, NodeId
 
 GENESIS_FORMAT = "belep-genesis-v1"
 
-#: protocol -> (quorum rule, kind of the certificate that commits a block)
+#: protocol -> (quorum rule, ``VoteStatement.kind`` of the certificate that commits a block).
+#: The kinds are the consensus modules' (``belep.consensus.raft_cert.RAFT_CERT_KIND`` for Raft);
+#: the ledger sits below consensus, so they are restated here and checked by a test.
 PROTOCOLS: Mapping[str, tuple[str, str]] = {
     "pbft": ("bft", "commit"),
     "hpbft": ("bft", "commit"),
-    "raft": ("majority", "raft-commit"),
+    "raft": ("majority", "raft-append"),
 }
 QUORUM_RULES = frozenset({"bft", "majority"})
 
