@@ -63,12 +63,16 @@ def _cbor_text(text: str) -> bytes:
     return _cbor_head(3, len(raw)) + raw
 
 
-def encode_car_header(roots: Sequence[Cid]) -> bytes:
-    """The CARv1 header bytes (without the leading length varint)."""
+def encode_car_header(roots: Sequence[Cid | bytes]) -> bytes:
+    """The CARv1 header bytes (without the leading length varint).
+
+    A root given as ``bytes`` is a binary CID written verbatim (the gateway's
+    identity-CID probe root, which :class:`Cid` deliberately cannot hold).
+    """
     out = bytearray(_cbor_head(5, 2))
     out += _cbor_text("roots") + _cbor_head(4, len(roots))
     for root in roots:
-        payload = b"\x00" + root.to_bytes()
+        payload = b"\x00" + (root if isinstance(root, bytes) else root.to_bytes())
         out += _cbor_head(6, _CID_TAG) + _cbor_head(2, len(payload)) + payload
     out += _cbor_text("version") + _cbor_head(0, 1)
     return bytes(out)
@@ -166,7 +170,7 @@ def decode_car_header(data: bytes) -> tuple[Cid, ...]:
 # --------------------------------------------------------------------------
 
 
-def iter_car(roots: Sequence[Cid], blocks: Iterable[tuple[Cid, bytes]]) -> Iterator[bytes]:
+def iter_car(roots: Sequence[Cid | bytes], blocks: Iterable[tuple[Cid, bytes]]) -> Iterator[bytes]:
     """The CAR's bytes, in pieces (header, then per block its frame and data)."""
     header = encode_car_header(roots)
     yield encode_varint(len(header)) + header

@@ -194,17 +194,24 @@ def iter_file(
             yield memoryview(data)[low - piece_start : high - piece_start]
 
 
-def iter_dag(root: Cid, source: BlockSource) -> Iterator[tuple[Cid, bytes]]:
-    """Every block of any dag-pb/raw DAG once, depth-first pre-order (links in order)."""
+def iter_dag(
+    root: Cid, source: BlockSource, *, duplicates: bool = False
+) -> Iterator[tuple[Cid, bytes]]:
+    """Every block of any dag-pb/raw DAG, depth-first pre-order (links in order).
+
+    A block linked more than once is produced once, unless ``duplicates``
+    asks for every occurrence (a CAR with ``dups=y``).
+    """
     seen: set[Cid] = set()
     stack = [(root, 0)]
     while stack:
         cid, depth = stack.pop()
-        if cid in seen:
-            continue
         if depth > MAX_DEPTH:
             raise SchemaError("DAG deeper than allowed", expected=MAX_DEPTH, where=str(cid))
-        seen.add(cid)
+        if not duplicates:
+            if cid in seen:
+                continue
+            seen.add(cid)
         block = source.get(cid)
         yield cid, block
         if cid.codec != RAW:
