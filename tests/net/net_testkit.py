@@ -10,12 +10,13 @@ timeout; they never sleep for a fixed time, they wait for a condition.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from belep.crypto import PrivateKey, PublicKey
 from belep.ledger.block import NodeId
+from belep.net import BackoffPolicy, PeerAddress, Transport, TransportConfig
 from belep.net.connection import ConnectionCore, ConnectionEvent, Established, SendBytes
 from belep.net.handshake import LocalIdentity
 from belep.net.wire import Limits
@@ -121,3 +122,93 @@ class Inbox:
 
     def payloads(self) -> list[bytes]:
         return [p for _, _, p in self.items]
+
+
+# -- loopback helpers -----------------------------------------------------------
+
+TEST_LIMITS = Limits(max_frame_size=64 * 1024, handshake_max_frame=1024)
+
+
+def make_config(
+    node: str,
+    *,
+    nodes: tuple[NodeId, ...] = NODES,
+    addresses: Mapping[NodeId, PeerAddress] | None = None,
+    **overrides: Any,
+) -> TransportConfig:
+    """A test node listening on an ephemeral 127.0.0.1 port, with fast timers."""
+    settings: dict[str, Any] = {
+        "limits": TEST_LIMITS,
+        "backoff": BackoffPolicy(initial=0.02, maximum=0.2),
+        "connect_timeout": 2.0,
+        "handshake_timeout": 2.0,
+        "ping_interval": 0.5,
+        "idle_timeout": 5.0,
+        "listen": PeerAddress("127.0.0.1", 0),
+    }
+    settings.update(overrides)
+    return TransportConfig(
+        node_id=NodeId(node),
+        key=node_key(node),
+        network_id=NETWORK,
+        peers=allowed_keys(nodes),
+        addresses=dict(addresses or {}),
+        **settings,
+    )
+
+
+def address_of(transport: Transport) -> PeerAddress:
+    address = transport.listen_address
+    if address is None:
+        raise RuntimeError("transport is not listening")
+    return address
+
+
+class RawPeer:
+    """A hand-driven client: speaks the protocol through a core, or sends anything at all."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.core: ConnectionCore | None = None
+
+    @classmethod
+    async def connect(cls, address: PeerAddress) -> RawPeer:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        return cls(reader, writer)
+
+    async def authenticate(self, node: str, server: str, *, key: PrivateKey | None = None) -> None:
+        """Run the handshake as ``node`` (optionally with the wrong ``key``)."""
+        core = ConnectionCore.dialing(
+            make_identity(node, key=key), TEST_LIMITS, NodeId(server), node_key(server).public_key
+        )
+        self.core = core
+        self.writer.write(core.initial_bytes())
+        while not core.is_open:
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionError("server closed the connection during the handshake")
+            for event in core.receive_data(data):
+                if isinstance(event, SendBytes):
+                    self.writer.write(event.data)
+
+    def sealed(self, channel: str, payload: bytes) -> bytes:
+        if self.core is None:
+            raise RuntimeError("not authenticated")
+        return self.core.seal_message(channel, payload)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def closed_by_server(self) -> bool:
+        """Read (and discard) until the server closes; True once it has."""
+        try:
+            while await self.reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        self.writer.close()
+        return True
+
+    def close(self) -> None:
+        self.writer.transport.abort()

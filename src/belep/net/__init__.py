@@ -11,6 +11,7 @@ The public API is re-exported here; see ``docs/spec/transport.md``.
 
 from belep.net.policy import BackoffPolicy, QueueLimits
 from belep.net.transport import (
+    ConnectionInfo,
     MessageHandler,
     PeerAddress,
     Transport,
@@ -22,6 +23,7 @@ from belep.net.wire import DEFAULT_MAX_FRAME, Limits, RejectReason
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "BackoffPolicy",
+    "ConnectionInfo",
     "Limits",
     "MessageHandler",
     "PeerAddress",

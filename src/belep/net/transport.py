@@ -142,6 +142,18 @@ class TransportMetrics:
     queued_bytes: Mapping[NodeId, int]
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """The current connection to one peer, for status pages and tests."""
+
+    peer: NodeId
+    direction: str
+    remote: str
+    initiator: NodeId
+    session_id: str
+    peer_incarnation: str
+
+
 class _Counters:
     __slots__ = (
         "bytes_in",
@@ -366,6 +378,21 @@ class Transport:
     def is_connected(self, peer_id: NodeId) -> bool:
         return self._peer(peer_id).connection is not None
 
+    def connection_info(self, peer_id: NodeId) -> ConnectionInfo | None:
+        """The current connection to ``peer_id``, or ``None``."""
+        conn = self._peer(peer_id).connection
+        if conn is None:
+            return None
+        result = conn.result
+        return ConnectionInfo(
+            peer=peer_id,
+            direction=conn.direction,
+            remote=conn.remote,
+            initiator=result.initiator,
+            session_id=result.session_id.hex(),
+            peer_incarnation=result.peer_incarnation.hex(),
+        )
+
     def connected_peers(self) -> frozenset[NodeId]:
         return frozenset(p.node_id for p in self._peers.values() if p.connection is not None)
 
@@ -480,7 +507,12 @@ class Transport:
             self._reject(conn, RejectReason.TOO_MANY_HANDSHAKES, "handshake limit reached")
             writer.transport.abort()
             return
-        await self._run_connection(conn)
+        try:
+            await self._run_connection(conn)
+        except asyncio.CancelledError:
+            # Only close() cancels these tasks. asyncio's server callback would
+            # report a cancelled handler as an error, so end quietly instead.
+            self._abort(conn)
 
     async def _dial_loop(self, peer: _Peer) -> None:
         attempt = 0
