@@ -143,3 +143,26 @@ def test_demo_detects_the_tampering(tmp_path: Path) -> None:
     assert verify.exit_code == 1
     finding = json.loads(verify.output)["chains"][0]["finding"]
     assert (finding["height"], finding["check"]) == (3, "tx-root")
+
+
+def test_known_checkpoint_catches_truncation(tmp_path: Path, genesis: Genesis, keys: dict[NodeId, PrivateKey]) -> None:  # fmt: skip
+    directory = DomainDir(tmp_path)
+    make_domain(directory, genesis, keys)
+    with BlockStore.open(directory.chain_path, genesis, readonly=True) as store:
+        block4 = store.get_header(4).block_hash.hex()
+    base = ["chain", "verify", "--data-dir", str(tmp_path), "--json", "--expect-block"]
+    assert runner.invoke(app, [*base, f"4:{block4}"]).exit_code == 0
+    wrong = runner.invoke(app, [*base, f"4:{'00' * 32}"])
+    assert wrong.exit_code == 1
+    assert json.loads(wrong.output)["chains"][0]["finding"]["check"] == "checkpoint"
+    conn = sqlite3.connect(directory.chain_path)  # an insider deletes the newest blocks
+    conn.execute("DELETE FROM txs WHERE height >= 4")
+    conn.execute("DELETE FROM blocks WHERE height >= 4")
+    conn.commit()
+    conn.close()
+    assert runner.invoke(app, ["chain", "verify", "--data-dir", str(tmp_path)]).exit_code == 0
+    truncated = runner.invoke(app, [*base, f"4:{block4}"])
+    assert truncated.exit_code == 1
+    finding = json.loads(truncated.output)["chains"][0]["finding"]
+    assert (finding["height"], finding["check"]) == (4, "checkpoint")
+    assert runner.invoke(app, [*base, "4:nothex"]).exit_code == 2

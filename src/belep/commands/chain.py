@@ -12,6 +12,7 @@ nothing to verify or the input is unusable.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,10 +61,41 @@ def _open(directory: DomainDir) -> tuple[Genesis, BlockStore]:
 # --------------------------------------------------------------------------
 
 
+def _parse_checkpoint(text: str | None) -> tuple[int, bytes] | None:
+    if text is None:
+        return None
+    height, sep, digest = text.partition(":")
+    try:
+        parsed = (int(height), bytes.fromhex(digest))
+    except ValueError:
+        parsed = (0, b"")
+    if not sep or parsed[0] < 1 or len(parsed[1]) != 32:
+        raise typer.BadParameter("expected HEIGHT:HEX-BLOCK-HASH", param_hint="--expect-block")
+    return parsed
+
+
+def _check_checkpoint(store: BlockStore, report: VerifyReport, checkpoint: tuple[int, bytes]) -> Finding | None:  # fmt: skip
+    """After a successful verify: the chain holds the block named by an out-of-band checkpoint."""
+    height, digest = checkpoint
+    if report.tip_height < height:
+        return Finding(
+            height,
+            "checkpoint",
+            "the chain is shorter than a known checkpoint (truncated?)",
+            f"a block at height {height}",
+            f"tip at height {report.tip_height}",
+        )
+    stored = store.get_header(height).block_hash
+    if stored != digest:
+        return Finding(height, "checkpoint", "block differs from the known checkpoint", digest.hex(), stored.hex())  # fmt: skip
+    return None
+
+
 def _verify_one(
     directory: DomainDir,
     *,
     expect_genesis: str | None,
+    checkpoint: tuple[int, bytes] | None,
     check_sigs: bool,
     sqlite_check: bool,
     progress: Progress | None,
@@ -108,6 +140,10 @@ def _verify_one(
                 progress.advance(task)
 
         report: VerifyReport = verify_chain(store, genesis, check_sigs=check_sigs, on_block=advance)
+        if report.ok and checkpoint is not None:
+            missed = _check_checkpoint(store, report, checkpoint)
+            if missed is not None:
+                report = replace(report, finding=missed)
     result.update(report.to_json())
     result["signatures_checked"] = check_sigs
     return result
@@ -124,6 +160,14 @@ def verify_command(
             help="Hex genesis hash obtained out of band; fail if genesis.json differs.",
         ),
     ] = None,
+    expect_block: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-block",
+            help="HEIGHT:HASH of a block known out of band (peers, a cosigned checkpoint); "
+            "fail if the chain is shorter or differs there.",
+        ),
+    ] = None,
     no_signatures: Annotated[
         bool, typer.Option("--no-signatures", help="Skip certificate signature checks.")
     ] = False,
@@ -133,6 +177,7 @@ def verify_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Walk whole chains: hash links, heights, Merkle roots, certificates and signatures."""
+    checkpoint = _parse_checkpoint(expect_block)
     directories = _domains(data_dir, domain)
     console = Console(stderr=True)
     show_progress = not as_json and console.is_terminal
@@ -152,6 +197,7 @@ def verify_command(
                 _verify_one(
                     directory,
                     expect_genesis=expect_genesis,
+                    checkpoint=checkpoint,
                     check_sigs=not no_signatures,
                     sqlite_check=sqlite_check,
                     progress=progress if show_progress else None,

@@ -77,7 +77,7 @@ APPLICATION_ID = 0x424C4550
 SCHEMA_VERSION = 1
 _READ_CHUNK = 128
 
-_SCHEMA = (
+SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     """CREATE TABLE blocks (
         height     INTEGER PRIMARY KEY,
@@ -243,7 +243,7 @@ class BlockStore:
 
     def _create(self) -> None:
         with self._write("create schema") as conn:
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 conn.execute(statement)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
