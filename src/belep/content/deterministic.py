@@ -19,7 +19,7 @@ import hashlib
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-_ZEROS = bytes(1 << 20)
+_ZEROS = memoryview(bytes(1 << 20))
 
 
 class DeterministicStream:
@@ -46,7 +46,7 @@ class DeterministicStream:
         done = 0
         while done < count:
             step = min(count - done, len(_ZEROS))
-            view[done : done + step] = self._encryptor.update(_ZEROS[:step])
+            self._encryptor.update_into(_ZEROS[:step], view[done : done + step])
             done += step
         self._remaining -= count
         return count
