@@ -166,3 +166,17 @@ def test_known_checkpoint_catches_truncation(tmp_path: Path, genesis: Genesis, k
     finding = json.loads(truncated.output)["chains"][0]["finding"]
     assert (finding["height"], finding["check"]) == (4, "checkpoint")
     assert runner.invoke(app, [*base, "4:nothex"]).exit_code == 2
+
+
+def test_bench_ledger_small_run(tmp_path: Path) -> None:
+    work = tmp_path / "bench"
+    result = runner.invoke(app, ["bench", "ledger", "--blocks", "4", "--txs", "7", "--json", "--dir", str(work)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["verified"] is True
+    assert (figures["blocks"], figures["txs_per_block"], figures["signers"]) == (4, 7, 3)
+    assert 280 <= figures["payload_bytes"] <= 320
+    assert {"append_tx_per_s", "raw_tx_per_s", "verify_tx_per_s", "machine"} <= set(figures)
+    raw = sqlite3.connect(work / "raw.sqlite3")
+    assert raw.execute("SELECT count(*) FROM txs").fetchone()[0] == 28
+    raw.close()
