@@ -8,6 +8,7 @@ and counted, and the node keeps serving honest peers afterwards.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -22,7 +23,9 @@ from net_testkit import (
     run,
     wait_until,
 )
+from typer.testing import CliRunner
 
+from belep.cli import app
 from belep.crypto import PrivateKey
 from belep.errors import NetworkError, ValidationError
 from belep.ledger.block import NodeId
@@ -454,3 +457,19 @@ def test_caller_errors_are_reported_to_the_caller() -> None:
             a.send(B, "dom", b"x")
 
     run(body())
+
+
+def test_bench_transport_command_measures_both_modes() -> None:
+    """`belep bench transport` end to end, tiny: two processes per mode."""
+    result = CliRunner().invoke(
+        app,
+        ["bench", "transport", "--sizes", "2048", "--seconds", "0.2", "--repeat", "1", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [r["mode"] for r in report["results"]] == ["raw-tcp", "belep-net"]
+    for row in report["results"]:
+        assert row["payload_bytes"] == 2048
+        assert row["messages"] > 0
+        assert row["messages_per_second"] > 0
+    assert report["results"][0]["ratio_to_raw_tcp"] == 1.0

@@ -25,7 +25,7 @@ This module does no I/O and reads no clock or random source.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from belep.errors import ConfigError, ValidationError
 from belep.ledger.block import NodeId
@@ -102,11 +102,12 @@ class OutboundMessage:
     channel: str
     payload: bytes
     droppable: bool
+    #: Bytes this message is charged against the queue limit.
+    cost: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def cost(self) -> int:
-        """Bytes this message is charged against the queue limit."""
-        return len(self.payload) + len(self.channel) + MESSAGE_COST_OVERHEAD
+    def __post_init__(self) -> None:
+        cost = len(self.payload) + len(self.channel.encode("utf-8")) + MESSAGE_COST_OVERHEAD
+        object.__setattr__(self, "cost", cost)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -81,6 +82,7 @@ Record = Message | Ping | Close
 _PING = bytes([RecordKind.PING])
 
 
+@lru_cache(maxsize=4096)
 def encode_channel(channel: str) -> bytes:
     """UTF-8 of ``channel``; raises :class:`ValidationError` unless 1..255 bytes."""
     raw = channel.encode("utf-8")
