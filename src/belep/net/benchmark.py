@@ -28,7 +28,8 @@ from typing import Any
 from belep.crypto import PrivateKey
 from belep.errors import NetworkError
 from belep.ledger.block import NodeId
-from belep.net.transport import PeerAddress, Transport, TransportConfig
+from belep.net.config import PeerAddress, TransportConfig
+from belep.net.transport import Transport
 
 SENDER = NodeId("bench-sender")
 RECEIVER = NodeId("bench-receiver")

@@ -31,13 +31,12 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-from belep.crypto import PrivateKey, PublicKey
-from belep.errors import ConfigError, NetworkError, PeerRejected, ValidationError
+from belep.errors import NetworkError, PeerRejected, ValidationError
 from belep.ledger.block import NodeId
+from belep.net.config import ConnectionInfo, PeerAddress, TransportConfig, TransportMetrics
 from belep.net.connection import (
     Close,
     ConnectionCore,
@@ -46,17 +45,11 @@ from belep.net.connection import (
     Message,
     SendBytes,
 )
-from belep.net.handshake import INCARNATION_SIZE, HandshakeResult, LocalIdentity
-from belep.net.policy import (
-    BackoffPolicy,
-    OutboundMessage,
-    QueueLimits,
-    SendQueue,
-    compute_backoff,
-    is_preferred_connection,
-)
+from belep.net.handshake import INCARNATION_SIZE, LocalIdentity
+from belep.net.peers import Counters, LiveConnection, PeerState
+from belep.net.policy import OutboundMessage, compute_backoff, is_preferred_connection
 from belep.net.session import compute_max_payload, encode_channel
-from belep.net.wire import Limits, RejectReason
+from belep.net.wire import RejectReason
 
 log = logging.getLogger("belep.net")
 
@@ -69,195 +62,6 @@ READ_SIZE = 256 * 1024
 WRITE_BATCH_BYTES = 1024 * 1024
 #: asyncio stream buffer limit (reading pauses above twice this).
 STREAM_LIMIT = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAddress:
-    """Where a node listens."""
-
-    host: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True)
-class TransportConfig:
-    """Everything a :class:`Transport` needs; ``peers`` is the allowed set."""
-
-    node_id: NodeId
-    key: PrivateKey
-    network_id: bytes
-    peers: Mapping[NodeId, PublicKey]
-    addresses: Mapping[NodeId, PeerAddress] = field(default_factory=dict)
-    listen: PeerAddress | None = None
-    limits: Limits = field(default_factory=Limits)
-    queue: QueueLimits = field(default_factory=QueueLimits)
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    connect_timeout: float = 5.0
-    handshake_timeout: float = 5.0
-    ping_interval: float = 2.0
-    idle_timeout: float = 10.0
-    max_pending_handshakes: int = 64
-
-    def __post_init__(self) -> None:
-        own = self.peers.get(self.node_id)
-        if own is not None and own != self.key.public_key:
-            raise ConfigError(
-                "node key does not match the allowed set",
-                expected=own.fingerprint(),
-                found=self.key.public_key.fingerprint(),
-                where=f"node {self.node_id}",
-            )
-        unknown = sorted(set(self.addresses) - set(self.peers))
-        if unknown:
-            raise ConfigError("addresses for nodes outside the allowed set", found=unknown)
-        if not 0 < self.ping_interval < self.idle_timeout:
-            raise ConfigError(
-                "need 0 < ping_interval < idle_timeout",
-                found=(self.ping_interval, self.idle_timeout),
-            )
-        if min(self.connect_timeout, self.handshake_timeout) <= 0:
-            raise ConfigError("timeouts must be positive")
-        if self.max_pending_handshakes < 1:
-            raise ConfigError("max_pending_handshakes must be >= 1")
-
-
-@dataclass(frozen=True, slots=True)
-class TransportMetrics:
-    """A snapshot of the counters the node exports."""
-
-    peers_connected: int
-    frames_in: int
-    frames_out: int
-    messages_in: int
-    messages_out: int
-    bytes_in: int
-    bytes_out: int
-    messages_dropped: int
-    handler_errors: int
-    handshakes_completed: int
-    duplicate_connections: int
-    dial_failures: int
-    rejects: Mapping[str, int]
-    queued_messages: Mapping[NodeId, int]
-    queued_bytes: Mapping[NodeId, int]
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """The current connection to one peer, for status pages and tests."""
-
-    peer: NodeId
-    direction: str
-    remote: str
-    initiator: NodeId
-    session_id: str
-    peer_incarnation: str
-
-
-class _Counters:
-    __slots__ = (
-        "bytes_in",
-        "bytes_out",
-        "dial_failures",
-        "duplicate_connections",
-        "frames_in",
-        "frames_out",
-        "handler_errors",
-        "handshakes_completed",
-        "messages_dropped",
-        "messages_in",
-        "messages_out",
-        "rejects",
-    )
-
-    def __init__(self) -> None:
-        self.frames_in = self.frames_out = self.messages_in = self.messages_out = 0
-        self.bytes_in = self.bytes_out = self.messages_dropped = self.handler_errors = 0
-        self.handshakes_completed = self.duplicate_connections = self.dial_failures = 0
-        self.rejects: dict[str, int] = {}
-
-
-class _Connection:
-    """One TCP connection and its core."""
-
-    __slots__ = (
-        "closed",
-        "core",
-        "direction",
-        "last_rx",
-        "last_tx",
-        "reader",
-        "remote",
-        "writer",
-        "writer_task",
-    )
-
-    def __init__(
-        self,
-        core: ConnectionCore,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        direction: str,
-    ) -> None:
-        self.core = core
-        self.reader = reader
-        self.writer = writer
-        self.direction = direction
-        peer_name = writer.get_extra_info("peername")
-        self.remote = f"{peer_name[0]}:{peer_name[1]}" if peer_name else "?"
-        self.closed = False
-        self.last_rx = 0.0
-        self.last_tx = 0.0
-        self.writer_task: asyncio.Task[None] | None = None
-
-    @property
-    def result(self) -> HandshakeResult:
-        result = self.core.result
-        if result is None:
-            raise NetworkError("connection is not authenticated")
-        return result
-
-    def fields(self, event: str, **more: object) -> dict[str, object]:
-        peer = self.core.result.peer if self.core.result is not None else None
-        return {
-            "event": event,
-            "peer": peer,
-            "remote": self.remote,
-            "direction": self.direction,
-            **more,
-        }
-
-
-class _Peer:
-    """What the transport keeps per allowed peer, connected or not."""
-
-    __slots__ = (
-        "address",
-        "connected",
-        "connection",
-        "dialer",
-        "disconnected",
-        "has_data",
-        "has_space",
-        "key",
-        "node_id",
-        "queue",
-    )
-
-    def __init__(
-        self, node_id: NodeId, key: PublicKey, address: PeerAddress | None, limits: QueueLimits
-    ) -> None:
-        self.node_id = node_id
-        self.key = key
-        self.address = address
-        self.queue = SendQueue(limits)
-        self.has_data = asyncio.Event()
-        self.has_space = asyncio.Event()
-        self.connected = asyncio.Event()
-        self.disconnected = asyncio.Event()
-        self.disconnected.set()
-        self.connection: _Connection | None = None
-        self.dialer: asyncio.Task[None] | None = None
 
 
 class Transport:
@@ -286,11 +90,13 @@ class Transport:
         )
         self._allowed = {n: k for n, k in config.peers.items() if n != config.node_id}
         self._peers = {
-            n: _Peer(n, k, config.addresses.get(n), config.queue) for n, k in self._allowed.items()
+            n: PeerState(n, k, config.addresses.get(n), config.queue)
+            for n, k in self._allowed.items()
         }
-        self._counters = _Counters()
+        self._counters = Counters()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[LiveConnection] = set()
         self._pending_handshakes = 0
         self._started = False
         self._closed = False
@@ -436,6 +242,8 @@ class Transport:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for conn in list(self._connections):  # e.g. a graceful close a stalled peer never read
+            self._abort(conn)
         if self._server is not None:
             await self._server.wait_closed()
         log.info("transport closed", extra={"event": "net.closed"})
@@ -449,7 +257,7 @@ class Transport:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _peer(self, peer_id: NodeId) -> _Peer:
+    def _peer(self, peer_id: NodeId) -> PeerState:
         peer = self._peers.get(peer_id)
         if peer is None:
             raise ValidationError(
@@ -478,13 +286,13 @@ class Transport:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _start_dialer(self, peer: _Peer) -> None:
+    def _start_dialer(self, peer: PeerState) -> None:
         peer.dialer = self._spawn(self._dial_loop(peer), f"net-dial-{peer.node_id}")
 
-    def _reject(self, conn: _Connection, reason: str, detail: object) -> None:
+    def _reject(self, conn: LiveConnection, reason: str, detail: object) -> None:
         self._counters.rejects[reason] = self._counters.rejects.get(reason, 0) + 1
         log.warning(
-            "closing connection from %s (%s): %s",
+            "refusing connection %s (%s): %s",
             conn.remote,
             reason,
             detail,
@@ -499,13 +307,13 @@ class Transport:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         core = ConnectionCore.accepting(self._identity, self._config.limits, self._allowed)
-        conn = _Connection(core, reader, writer, "inbound")
+        conn = self._track(LiveConnection(core, reader, writer, "inbound"))
         if self._closed:
-            writer.transport.abort()
+            self._abort(conn)
             return
         if self._pending_handshakes >= self._config.max_pending_handshakes:
             self._reject(conn, RejectReason.TOO_MANY_HANDSHAKES, "handshake limit reached")
-            writer.transport.abort()
+            self._abort(conn)
             return
         try:
             await self._run_connection(conn)
@@ -514,7 +322,7 @@ class Transport:
             # report a cancelled handler as an error, so end quietly instead.
             self._abort(conn)
 
-    async def _dial_loop(self, peer: _Peer) -> None:
+    async def _dial_loop(self, peer: PeerState) -> None:
         attempt = 0
         while not self._closed:
             if peer.connection is not None:
@@ -544,7 +352,7 @@ class Transport:
             )
             await self._sleep(delay)
 
-    async def _dial_once(self, peer: _Peer, address: PeerAddress) -> bool:
+    async def _dial_once(self, peer: PeerState, address: PeerAddress) -> bool:
         try:
             async with asyncio.timeout(self._config.connect_timeout):
                 reader, writer = await asyncio.open_connection(
@@ -562,10 +370,18 @@ class Transport:
             )
             return False
         core = ConnectionCore.dialing(self._identity, self._config.limits, peer.node_id, peer.key)
-        return await self._run_connection(_Connection(core, reader, writer, "outbound"))
+        return await self._run_connection(
+            self._track(LiveConnection(core, reader, writer, "outbound"))
+        )
 
-    async def _run_connection(self, conn: _Connection) -> bool:
+    async def _run_connection(self, conn: LiveConnection) -> bool:
         """Handshake, then serve the connection until it ends. True if it authenticated."""
+        try:
+            return await self._serve(conn)
+        finally:
+            await self._finish(conn)
+
+    async def _serve(self, conn: LiveConnection) -> bool:
         try:
             self._pending_handshakes += 1
             try:
@@ -617,7 +433,7 @@ class Transport:
             self._release(peer, conn, why)
         return True
 
-    async def _handshake(self, conn: _Connection) -> list[ConnectionEvent]:
+    async def _handshake(self, conn: LiveConnection) -> list[ConnectionEvent]:
         """Run the handshake; return the events that followed ``Established``."""
         initial = conn.core.initial_bytes()
         if initial:
@@ -636,7 +452,7 @@ class Transport:
                 elif isinstance(event, Established):
                     return events[index + 1 :]
 
-    def _adopt(self, peer: _Peer, conn: _Connection) -> bool:
+    def _adopt(self, peer: PeerState, conn: LiveConnection) -> bool:
         """Make ``conn`` the peer's connection unless an existing one is preferred."""
         self._counters.handshakes_completed += 1
         result = conn.result
@@ -672,7 +488,7 @@ class Transport:
         )
         return True
 
-    def _release(self, peer: _Peer, conn: _Connection, why: str) -> None:
+    def _release(self, peer: PeerState, conn: LiveConnection, why: str) -> None:
         """Forget ``conn`` (already closed or broken)."""
         if not conn.closed:
             self._abort(conn)
@@ -687,7 +503,7 @@ class Transport:
                 extra=conn.fields("net.disconnected", why=why),
             )
 
-    def _close_connection(self, conn: _Connection, reason: str) -> None:
+    def _close_connection(self, conn: LiveConnection, reason: str) -> None:
         """Tell the peer why (if the session is open), then close gracefully."""
         if conn.closed:
             return
@@ -698,14 +514,32 @@ class Transport:
             conn.writer_task.cancel()
         conn.writer.close()
 
-    def _abort(self, conn: _Connection) -> None:
+    def _abort(self, conn: LiveConnection) -> None:
         """Drop the connection at once, discarding unsent bytes."""
         conn.closed = True
         if conn.writer_task is not None:
             conn.writer_task.cancel()
         conn.writer.transport.abort()
+        self._connections.discard(conn)
 
-    def _write(self, conn: _Connection, data: bytes) -> None:
+    def _track(self, conn: LiveConnection) -> LiveConnection:
+        """Remember ``conn`` until it is aborted or its socket is closed."""
+        self._connections.add(conn)
+        return conn
+
+    async def _finish(self, conn: LiveConnection) -> None:
+        """Let a graceful close flush (bounded by the handshake timeout), then drop."""
+        if not self._closed and not conn.writer.transport.is_closing():
+            conn.writer.close()
+        if not self._closed:
+            try:
+                async with asyncio.timeout(self._config.handshake_timeout):
+                    await conn.writer.wait_closed()
+            except Exception:  # noqa: S110 (reset, timeout: either way it ends here)
+                pass
+        self._abort(conn)
+
+    def _write(self, conn: LiveConnection, data: bytes) -> None:
         """Write one frame (handshake, ping or close)."""
         conn.writer.write(data)
         self._counters.bytes_out += len(data)
@@ -713,7 +547,7 @@ class Transport:
 
     # -- reading and writing ---------------------------------------------------------------
 
-    async def _read_loop(self, peer_id: NodeId, conn: _Connection) -> str:
+    async def _read_loop(self, peer_id: NodeId, conn: LiveConnection) -> str:
         reader = conn.reader
         core = conn.core
         counters = self._counters
@@ -730,7 +564,9 @@ class Transport:
                 self._deliver(peer_id, conn, events)
         return "closed"
 
-    def _deliver(self, peer_id: NodeId, conn: _Connection, events: list[ConnectionEvent]) -> None:
+    def _deliver(
+        self, peer_id: NodeId, conn: LiveConnection, events: list[ConnectionEvent]
+    ) -> None:
         counters = self._counters
         for event in events:
             if type(event) is Message:
@@ -756,7 +592,7 @@ class Transport:
                 conn.writer.close()
                 return
 
-    async def _write_loop(self, peer: _Peer, conn: _Connection) -> None:
+    async def _write_loop(self, peer: PeerState, conn: LiveConnection) -> None:
         queue = peer.queue
         core = conn.core
         writer = conn.writer
@@ -798,6 +634,9 @@ class Transport:
                 if now - conn.last_rx > idle:
                     self._reject(conn, RejectReason.IDLE_TIMEOUT, f"nothing received for {idle} s")
                     self._abort(conn)
-                elif now - conn.last_tx >= interval:
+                elif (
+                    now - conn.last_tx >= interval
+                    and not conn.writer.transport.get_write_buffer_size()
+                ):  # with bytes still queued in the socket a ping would add nothing
                     self._write(conn, conn.core.seal_ping())
                     conn.last_tx = now
