@@ -1,0 +1,1 @@
+"""The evidence application; for now only the signed transaction envelope (``envelope``)."""
