@@ -76,6 +76,7 @@ OTHER_SUITE_KEY = "sm2:" + "00" * 33
         pytest.param({"parent": "station-1"}, "own parent", id="self-parent"),
         pytest.param({"protocol": "pow"}, "unknown consensus protocol", id="protocol"),
         pytest.param({"quorum_rule": "majority"}, "does not fit", id="rule-mismatch"),
+        pytest.param({"quorum_rule": ""}, "unknown quorum rule", id="rule-empty"),
         pytest.param({"voters": []}, "at least one voter", id="no-voters"),
         pytest.param({"suite": "rot13"}, "unknown cryptographic suite", id="suite"),
         pytest.param({"created_ms": 1.5}, "integers", id="float"),

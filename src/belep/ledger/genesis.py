@@ -227,12 +227,15 @@ class Genesis:
             if fmt != GENESIS_FORMAT:
                 raise ConfigError("unsupported genesis format", expected=GENESIS_FORMAT, found=fmt)
             parent = m["parent"]
+            rule = expect_str(m["quorum_rule"], "quorum_rule")
+            if rule not in QUORUM_RULES:
+                raise ConfigError("unknown quorum rule", expected=sorted(QUORUM_RULES), found=rule)
             return cls(
                 domain=DomainId(expect_str(m["domain"], "domain")),
                 parent=None if parent is None else DomainId(expect_str(parent, "parent")),
                 suite=expect_str(m["suite"], "suite"),
                 protocol=expect_str(m["protocol"], "protocol"),
-                quorum_rule=expect_str(m["quorum_rule"], "quorum_rule"),
+                quorum_rule=rule,
                 voters=tuple(Member.from_wire(v) for v in expect_list(m["voters"], "voters")),
                 observers=tuple(
                     Member.from_wire(v) for v in expect_list(m["observers"], "observers")
