@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from belep.consensus.messages import TYPE_KEY, WireMessage
 from belep.consensus.pbft import PbftReplica
 from belep.consensus.pbft_messages import PBFT_MESSAGE_DECODERS
+from belep.consensus.raft import RaftReplica
+from belep.consensus.raft_messages import RAFT_MESSAGE_DECODERS
 from belep.consensus.types import Replica, ReplicaConfig
 from belep.encoding import Value, decode, encode, expect_map, expect_str
 from belep.errors import SchemaError
@@ -41,9 +43,13 @@ MessageDecoder = Callable[[Value], object]
 #: Replica factories by protocol name.
 PROTOCOLS: dict[str, ReplicaFactory] = {
     "pbft": PbftReplica,
+    "raft": RaftReplica,
 }
 
-_DECODER_MAPS: tuple[Mapping[str, MessageDecoder], ...] = (PBFT_MESSAGE_DECODERS,)
+_DECODER_MAPS: tuple[Mapping[str, MessageDecoder], ...] = (
+    PBFT_MESSAGE_DECODERS,
+    RAFT_MESSAGE_DECODERS,
+)
 
 
 def _merge(maps: tuple[Mapping[str, MessageDecoder], ...]) -> dict[str, MessageDecoder]:
