@@ -197,7 +197,7 @@ class Cluster:
         heapq.heappush(self._heap, (at, self._seq, kind, node, payload))
 
     def _dispatch(self, kind: str, node: NodeId, payload: Any) -> None:
-        replica = self.replicas[node]
+        replica = self.replicas.get(node)
         if replica is None:
             return
         if kind == "msg":

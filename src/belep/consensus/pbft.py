@@ -195,8 +195,9 @@ class PbftReplica:
         self._own_vc: ViewChange | None = None
         self._vcs: dict[NodeId, ViewChange] = {}
         self._vc_quorum = False
+        self._vc_stage = 0
         self._last_new_view: NewView | None = None
-        self._nv_sent: set[tuple[NodeId, View]] = set()
+        self._nv_sent: dict[NodeId, tuple[View, int]] = {}  # peer -> (view, time) last resent
         self._early: list[tuple[NodeId, PrePrepare]] = []
         self._status_views: dict[NodeId, View] = {}
         # chain state
@@ -425,8 +426,6 @@ class PbftReplica:
         block = msg.block
         h = block.height
         if not self._log.in_window(h):
-            if h > self._log.high:
-                self._request_transfer(h - self._log.size)
             self.stats["ignored.pre-prepare-outside-watermarks"] += 1
             return
         if h <= self._delivered:
@@ -690,9 +689,18 @@ class PbftReplica:
     # ------------------------------------------------------------------ state transfer
 
     def _request_transfer(self, target: int) -> None:
+        """Fetch committed blocks up to ``target``, known committed (by a certificate)."""
         if target <= self._delivered:
             return
         self._transfer_target = max(self._transfer_target, target)
+        self._fetch()
+
+    def _fetch(self) -> None:
+        """Ask peers for committed blocks after the delivered height (one request at a time).
+
+        An empty answer ends the fetching unless a certificate showed that a
+        higher height is committed (``_transfer_target``); then it is retried.
+        """
         if self._transfer_in_flight:
             return
         self._transfer_in_flight = True
@@ -721,10 +729,11 @@ class PbftReplica:
             self._deliver(block, certificate)
         if good:
             self._after_delivery()
-            if self._transfer_target > self._delivered:
-                self._request_transfer(self._transfer_target)
+            # Keep fetching until a fetch brings nothing new: blocks committed
+            # while this replica was catching up were outside its watermarks.
+            self._fetch()
         elif self._transfer_target > self._delivered:
-            self._transfer_in_flight = True  # nothing new: retry when the timer fires
+            self._transfer_in_flight = True  # known to exist: retry when the timer fires
             self._fx.append(SetTimer(TIMER_TRANSFER, self.config.request_timeout_ms))
 
     # ------------------------------------------------------------------ view change
@@ -774,9 +783,8 @@ class PbftReplica:
             self.stats["ignored.view-change-relayed"] += 1
             return
         nv = self._last_new_view
-        if nv is not None and vc.new_view <= nv.view and (sender, nv.view) not in self._nv_sent:
-            self._nv_sent.add((sender, nv.view))
-            self._fx.append(Send(sender, nv))  # the sender missed a view we are in or passed
+        if nv is not None and vc.new_view <= nv.view:
+            self._resend_new_view(sender, nv)
         if vc.new_view < self._view or (vc.new_view == self._view and self._mode is Mode.NORMAL):
             self.stats["ignored.view-change-stale"] += 1
             return
@@ -788,6 +796,14 @@ class PbftReplica:
         if self._mode in (Mode.NORMAL, Mode.VIEW_CHANGE):
             self._maybe_join_view_change()
             self._check_view_change_quorum()
+
+    def _resend_new_view(self, peer: NodeId, nv: NewView) -> None:
+        """Send our new-view to a peer still asking for that view (at most once per timeout)."""
+        last = self._nv_sent.get(peer)
+        if last is not None and last[0] == nv.view and self._now - last[1] < self._timeout():
+            return
+        self._nv_sent[peer] = (nv.view, self._now)
+        self._fx.append(Send(peer, nv))
 
     def _maybe_join_view_change(self) -> None:
         """Join when f+1 others asked for later views (at least one of them is correct)."""
@@ -807,7 +823,8 @@ class PbftReplica:
             return
         if not self._vc_quorum:
             self._vc_quorum = True
-            self._fx.append(SetTimer(TIMER_VIEW_CHANGE, self._timeout()))
+            self._vc_stage = 0
+            self._fx.append(SetTimer(TIMER_VIEW_CHANGE, self._timeout() // 2))
         if self.primary() == self._id and self._own_vc is not None:
             others = sorted((vc for vc in vcs if vc.replica != self._id), key=lambda v: v.replica)
             nv, plan = make_new_view(
@@ -819,10 +836,16 @@ class PbftReplica:
     def _on_view_change_timer(self) -> None:
         if self._mode is not Mode.VIEW_CHANGE:
             return
-        if self._vc_quorum:
-            self._start_view_change(self._view + 1)
-        else:
+        if not self._vc_quorum:
             self._send_view_change()  # retransmit until a quorum asks for this view
+        elif self._vc_stage == 0 and self._own_vc is not None:
+            # Half the timeout without a new-view: ask again, in case only this
+            # replica missed it (peers in the view answer with their new-view).
+            self._vc_stage = 1
+            self._fx.append(Broadcast(self._others, self._own_vc))
+            self._fx.append(SetTimer(TIMER_VIEW_CHANGE, self._timeout() // 2))
+        else:
+            self._start_view_change(self._view + 1)
 
     def _on_new_view(self, sender: NodeId, nv: NewView) -> None:
         if self._mode not in (Mode.NORMAL, Mode.VIEW_CHANGE) or nv.view <= self._floor:
@@ -867,6 +890,13 @@ class PbftReplica:
         self._next_height = Height(max(plan.last_height, self._delivered, self._log.low) + 1)
         self._progress_stage = 0
         self._restart_progress()
+        if self.primary() != self._id:
+            # The old primary may have dropped what we forwarded: send the new one
+            # every request still pending here (it ignores those it knows).
+            cfg = self.config
+            pending = self._pool.pending_older_than(self._now, cfg.max_batch_size * cfg.window)
+            known = {t.tx_hash for t in self._forward}
+            self._forward.extend(t for t in pending if t.tx_hash not in known)
         self._flush_forward()
         for slot in accepted:
             self._try_prepare(slot.height)
@@ -944,7 +974,7 @@ class PbftReplica:
         elif timer == TIMER_TRANSFER:
             self._transfer_in_flight = False
             if self._transfer_target > self._delivered:
-                self._request_transfer(self._transfer_target)
+                self._fetch()
 
     def _outstanding(self) -> bool:
         """True while this replica waits for something to commit."""
@@ -983,12 +1013,12 @@ class PbftReplica:
             self._progress_stage = 1
             cfg = self.config
             stale = self._pool.pending_older_than(
-                self._now - self._timeout(), cfg.max_batch_size * cfg.window
+                self._now - cfg.max_batch_wait_ms, cfg.max_batch_size * cfg.window
             )
             if stale:
                 self._fx.append(Broadcast(self._others, ForwardRequests(stale)))
             if any(h > self._delivered for h in self._log.heights()):
-                self._request_transfer(self._delivered + 1)
+                self._fetch()
             self._arm_progress()
         else:
             self._start_view_change(self._view + 1)
