@@ -95,6 +95,8 @@ class Cluster:
     timers: dict[tuple[NodeId, TimerId], int] = field(default_factory=dict)
     seq: int = 0
     sent: list[tuple[NodeId, NodeId, object]] = field(default_factory=list)
+    #: Nodes that asked for state transfer, in order.
+    transfers: list[NodeId] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -120,7 +122,10 @@ class Cluster:
         self.apply(node, replica.start(self.now))
 
     def crash(self, node: NodeId) -> None:
+        """Stop ``node``: its timers and the messages in flight to it are lost."""
         self.down.add(node)
+        self.queue = [item for item in self.queue if item[2] != node]
+        heapq.heapify(self.queue)
         for key in [k for k in self.timers if k[0] == node]:
             del self.timers[key]
 
@@ -186,6 +191,7 @@ class Cluster:
         chain.append((block, cert))
 
     def serve_transfer(self, node: NodeId, request: RequestStateTransfer) -> None:
+        self.transfers.append(node)
         for peer in request.peers:
             if peer in self.down or (peer, node) in self.cut:
                 continue

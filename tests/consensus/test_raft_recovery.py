@@ -7,6 +7,7 @@ import pytest
 from raft_cluster import DOMAIN, Cluster, build_log, make_configs, stored, tx
 
 from belep.consensus.raft import (
+    ELECTION_TIMER,
     RaftReplica,
     Role,
 )
@@ -115,6 +116,7 @@ def test_a_far_behind_follower_catches_up_through_install_snapshot() -> None:
     cluster.boot(late)
     cluster.run_until(lambda: len(cluster.committed_txs(late)) == 20)
     assert any(isinstance(m, InstallSnapshot) and to == late for _, to, m in cluster.sent)
+    assert late in cluster.transfers
     assert [b.block_hash for b, _ in cluster.delivered[late]] == [
         b.block_hash for b, _ in cluster.delivered[leader]
     ]
@@ -305,3 +307,26 @@ def test_a_forged_acknowledgement_signature_is_ignored_and_never_certifies() -> 
     assert replica.stats["invalid-ack-signature"] == stats + 1
     cluster.drop = None
     cluster.run_until(lambda: all(len(cluster.committed_txs(n)) == 9 for n in cluster.configs))
+
+
+def test_a_new_leader_fetches_certificates_its_followers_can_no_longer_sign() -> None:
+    cluster = Cluster.of(3, max_batch_size=1)
+    a = cluster.leader()
+    b, c = (n for n in cluster.configs if n != a)
+    cluster.submit(a, (tx(i) for i in range(4)))
+    last = 5  # the term's first block and one block per transaction
+    cluster.run_until(lambda: cluster.replicas[c].log.last_index == last)
+    cluster.crash(c)  # c stored every entry but has not seen every certificate
+    cluster.run_until(lambda: cluster.replicas[b].committed_height == last)
+    cluster.crash(a)
+    cluster.queue.clear()  # and a's last messages (with the certificates c lacks) are lost
+    cluster.boot(b)  # b's restart compacts its log to what it committed: it cannot re-sign it
+    cluster.boot(c)
+    assert cluster.replicas[c].committed_height < cluster.replicas[b].log.snapshot_index == last
+    cluster.fire(c, ELECTION_TIMER)
+    cluster.run_until(lambda: cluster.replicas[c].role is Role.LEADER)
+    cluster.submit(c, [tx(50)])
+    cluster.run_until(lambda: cluster.committed_txs(c)[-1:] == [b"tx-50"])
+    cluster.run_until(lambda: cluster.committed_txs(b)[-1:] == [b"tx-50"])
+    assert cluster.transfers == [c]  # ... and fetched what it could not certify itself
+    assert cluster.replicas[c].stats.get("fetched-blocks-unusable", 0) == 0

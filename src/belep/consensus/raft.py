@@ -317,6 +317,15 @@ class RaftReplica(RaftCore):
         return advanced
 
     def _on_heartbeat(self) -> None:
+        stalled = self._commit == self._commit_at_beat
+        self._commit_at_beat = self._commit
+        ahead = tuple(
+            p for p, pr in self._progress.items() if (pr.commit_index or 0) > self._commit
+        )
+        if stalled and ahead:
+            # Peers hold certificates for heights we cannot certify ourselves (they compacted
+            # those entries and cannot sign them again): fetch the blocks (spec §10).
+            self._request_transfer(ahead)
         for peer in self._targets:
             self._progress[peer].on_heartbeat(self._log.last_index, self._commit)
             self._send_append(peer, heartbeat=True)
@@ -341,7 +350,7 @@ class RaftReplica(RaftCore):
         progress = self._progress[peer]
         if peer in self._members:
             self._active.add(peer)
-        self._note_peer_commit(peer, progress, message.commit_index)
+        progress.note_commit(message.commit_index)
         if not message.success:
             progress.on_reject(message.hint_index)
             self._send_append(peer, probe=True)
@@ -350,11 +359,6 @@ class RaftReplica(RaftCore):
         self._acks.add(peer, accepted)
         self._drive_leader(flush=False)
         self._send_append(peer)
-
-    def _note_peer_commit(self, peer: NodeId, progress: Progress, commit_index: int) -> None:
-        progress.note_commit(commit_index)
-        if commit_index > self._commit:  # a peer holds certificates we lack: fetch them
-            self._request_transfer((peer,))
 
     def _on_install_snapshot_response(self, peer: NodeId, message: InstallSnapshotResponse) -> None:
         if message.term > self._term:
@@ -369,7 +373,7 @@ class RaftReplica(RaftCore):
         progress = self._progress[peer]
         if peer in self._members:
             self._active.add(peer)
-        self._note_peer_commit(peer, progress, message.commit_index)
+        progress.note_commit(message.commit_index)
         progress.on_snapshot_reply(message.commit_index)
         if message.commit_index >= self._log.snapshot_index:
             self._send_append(peer, probe=True)

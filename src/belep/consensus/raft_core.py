@@ -128,6 +128,7 @@ class RaftCore:
         self._signer = AckSigner(config.domain, config.private_key)
         self._batch_timer_set = False
         self._transfer: tuple[int, int] | None = None  # (from_height, requested at ms)
+        self._commit_at_beat = -1  # leader: commit index at the previous heartbeat
         self._token = 0
         self._now = 0
         self._out: list[Effect] = []
