@@ -54,3 +54,22 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"  {node.node_id:<16} p2p {node.host}:{node.p2p_port}  http {node.http_url}  {roles}"
             )
+
+    @app.command("node")
+    def node_command(
+        config: Annotated[Path, typer.Option("--config", help="The node's node.toml.")],
+        log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+    ) -> None:
+        """Run one node until SIGTERM or Ctrl-C (JSON logs on stderr)."""
+        import asyncio
+
+        from belep.node.logs import configure_logging
+        from belep.node.runtime import run_node
+
+        console = Console(stderr=True)
+        configure_logging(config.parent.name, log_level)
+        try:
+            status = asyncio.run(run_node(config))
+        except BelepError as exc:
+            raise _fail(console, exc) from exc
+        raise typer.Exit(status)

@@ -97,7 +97,7 @@ def decode_message(data: bytes) -> object:
     """Strictly decode a consensus message; raises a ValidationError subclass."""
     value = decode(data)
     module = _registry()
-    decoder: Any = None if module is None else getattr(module, "decode_message", None)
+    decoder: Any = None if module is None else getattr(module, "message_from_wire", None)
     if decoder is not None:
         return decoder(value)
     m = expect_map(value, "consensus message")

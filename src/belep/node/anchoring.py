@@ -1,0 +1,185 @@
+"""Cross-level anchoring: a child domain's tip is committed into its parent's chain.
+
+Owns the ``anchor`` transaction (body ``{domain, height, block_hash}``, an
+:class:`~belep.app.envelope.Envelope` signed by a voter of the parent
+domain) and :class:`Anchorer`, the node-side driver (``docs/spec/node.md``
+§Anchoring):
+
+* a node that is a voter of a parent domain and holds a child chain (as an
+  observer/standby of the child) watches the child's tip;
+* it reads the parent chain as it commits and keeps, per child, the highest
+  anchored height (:meth:`Anchorer.on_parent_commit`);
+* when the child is ``every_blocks`` ahead of its last anchor, or
+  ``every_ms`` passed since the last anchor and the child moved, an anchor
+  is *due*; the parent's voters take turns — the voter at rank ``r`` (rank
+  rotates with the last anchored height) submits after ``r`` stagger
+  intervals if no anchor has committed meanwhile — so normally one anchor
+  is committed per round, and any single live voter still anchors.
+
+The parent domain's transaction policy (:func:`anchor_policy`) accepts an
+``anchor`` only from one of its voters and only with a well-formed body.
+
+The decisions are pure given ``now_ms``; submission goes through the parent
+host like any client transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from belep.app.envelope import Envelope, parse_envelope, sign_envelope
+from belep.crypto import PrivateKey, PublicKey
+from belep.encoding import Value
+from belep.errors import ValidationError
+from belep.ledger.block import HASH_SIZE, Block, Digest, DomainId, NodeId, Transaction
+from belep.node.topology import AnchorPolicy
+
+__all__ = ["ANCHOR_KIND", "Anchorer", "anchor_policy", "read_anchor"]
+
+log = logging.getLogger("belep.node.anchoring")
+
+ANCHOR_KIND = "anchor"
+#: Quick pre-filter: the canonical bytes of ``"kind": "anchor"`` inside an envelope.
+_ANCHOR_MARK = b"dkindfanchor"
+MIN_STAGGER_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorRecord:
+    domain: DomainId
+    height: int
+    block_hash: Digest
+
+
+def anchor_body(domain: str, height: int, block_hash: bytes) -> dict[str, Value]:
+    return {"domain": domain, "height": height, "block_hash": block_hash}
+
+
+def read_anchor(envelope: Envelope) -> AnchorRecord | None:
+    """The anchor an envelope carries, or ``None`` if it is not a well-formed anchor."""
+    if envelope.kind != ANCHOR_KIND:
+        return None
+    body = envelope.body
+    if set(body) != {"domain", "height", "block_hash"}:
+        return None
+    domain, height, block_hash = body["domain"], body["height"], body["block_hash"]
+    if not isinstance(domain, str) or type(height) is not int or height < 1:
+        return None
+    if not isinstance(block_hash, bytes) or len(block_hash) != HASH_SIZE:
+        return None
+    return AnchorRecord(DomainId(domain), height, Digest(block_hash))
+
+
+def anchor_policy(voters: Mapping[NodeId, PublicKey]) -> Callable[[Envelope], bool]:
+    """Domain policy: an ``anchor`` must be well formed and signed by one of ``voters``."""
+    keys = frozenset(voters.values())
+
+    def policy(envelope: Envelope) -> bool:
+        if envelope.kind != ANCHOR_KIND:
+            return True
+        return envelope.author in keys and read_anchor(envelope) is not None
+
+    return policy
+
+
+def anchors_in(block: Block) -> list[AnchorRecord]:
+    """Every well-formed anchor transaction of ``block``."""
+    found = []
+    for tx in block.transactions:
+        if _ANCHOR_MARK not in tx.payload:
+            continue
+        try:
+            record = read_anchor(parse_envelope(tx.payload))
+        except ValidationError:
+            continue
+        if record is not None:
+            found.append(record)
+    return found
+
+
+@dataclass(slots=True)
+class _ChildState:
+    anchored: int = 0
+    anchored_at_ms: int = 0
+    due_since_ms: int | None = None
+    submitted_height: int = 0
+    submitted_at_ms: int = 0
+
+
+@dataclass(slots=True)
+class Anchorer:
+    """Anchors the children of one parent domain (this node is a voter of the parent)."""
+
+    node_id: NodeId
+    key: PrivateKey
+    parent: DomainId
+    voters: tuple[NodeId, ...]
+    policy: AnchorPolicy
+    submit: Callable[[Transaction], None]
+    children: dict[DomainId, _ChildState] = field(default_factory=dict)
+    submitted: int = 0
+
+    def add_child(self, child: DomainId) -> None:
+        self.children.setdefault(child, _ChildState())
+
+    def on_parent_commit(self, block: Block, now_ms: int) -> None:
+        for record in anchors_in(block):
+            state = self.children.get(record.domain)
+            if state is not None and record.height > state.anchored:
+                state.anchored = record.height
+                state.anchored_at_ms = now_ms
+                state.due_since_ms = None
+
+    def tick(self, tips: Mapping[DomainId, tuple[int, Digest]], now_ms: int) -> None:
+        """Submit the anchors that are due and are this node's turn."""
+        n = len(self.voters)
+        index = self.voters.index(self.node_id)
+        stagger = max(MIN_STAGGER_MS, self.policy.every_ms // max(1, n))
+        for child, state in self.children.items():
+            tip = tips.get(child)
+            if tip is None:
+                continue
+            height, block_hash = tip
+            if height <= state.anchored:
+                state.due_since_ms = None
+                continue
+            if state.anchored_at_ms == 0:
+                state.anchored_at_ms = now_ms
+            due = (
+                height - state.anchored >= self.policy.every_blocks
+                or now_ms - state.anchored_at_ms >= self.policy.every_ms
+            )
+            if not due:
+                continue
+            if state.due_since_ms is None:
+                state.due_since_ms = now_ms
+            rank = (index - state.anchored) % n
+            if now_ms - state.due_since_ms < rank * stagger:
+                continue
+            waiting = now_ms - state.submitted_at_ms < 2 * self.policy.every_ms
+            if state.submitted_height > state.anchored and waiting:
+                continue  # our earlier anchor may still commit
+            envelope = sign_envelope(
+                self.key,
+                ANCHOR_KIND,
+                anchor_body(child, height, block_hash),
+                timestamp_ms=now_ms,
+            )
+            state.submitted_height = height
+            state.submitted_at_ms = now_ms
+            self.submitted += 1
+            log.info(
+                "anchoring %s at height %d into %s",
+                child,
+                height,
+                self.parent,
+                extra={
+                    "event": "node.anchor",
+                    "child": child,
+                    "height": height,
+                    "domain": self.parent,
+                },
+            )
+            self.submit(envelope.to_transaction())

@@ -1,0 +1,510 @@
+"""The host of one domain's replica inside a node: the real-clock, real-disk host contract.
+
+Owns :class:`DomainHost`, which runs one replica (a pure state machine from
+the consensus registry) against asyncio timers, the transport, the domain's
+block store and its consensus-state file, exactly as the host contract of
+:mod:`belep.consensus.types` demands (``docs/spec/node.md`` §Host).
+
+Rounds. Events (peer messages, client requests, timers, persisted
+acknowledgements, fetched blocks) are queued and handled in *rounds*: up to
+:data:`ROUND_EVENTS` events are fed to the replica one after the other and
+their effects collected; then the round is *flushed*:
+
+1. delivered blocks are appended to the block store (each append is
+   durable when it returns);
+2. every ``Persist`` of the round is committed to the consensus state in
+   one transaction (one fsync: group commit);
+3. only then are the round's messages handed to the transport, and the
+   ``Persisted`` acknowledgements queued as events.
+
+Why this is the contract: a ``Persist`` is durable before any later effect
+another node can observe (messages leave only after step 2). Sends are
+delayed, never reordered before a write. Deliveries are written *before*
+the replica's own record of having delivered them, so after a crash the
+ledger is never behind the replica; it may be ahead, and a block the
+restarted replica delivers again is checked against the stored one (same
+hash: skipped; different hash: the node stops — a safety violation is
+never papered over).
+
+Timers are ``loop.call_later`` handles with a generation number, so a
+timer that was replaced or cancelled after its callback was queued never
+fires. Decoding a peer's bytes happens before anything reaches the replica;
+garbage is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from belep.consensus.types import (
+    BlocksFetched,
+    Broadcast,
+    CancelTimer,
+    ClientRequest,
+    Deliver,
+    Effect,
+    Event,
+    Persist,
+    Persisted,
+    Receive,
+    Replica,
+    ReplicaConfig,
+    RequestStateTransfer,
+    Send,
+    SetTimer,
+    TimerFired,
+    TimerId,
+)
+from belep.errors import BelepError, ChainError, ValidationError
+from belep.ledger.block import (
+    Block,
+    Digest,
+    DomainId,
+    Height,
+    NodeId,
+    QuorumCertificate,
+    Transaction,
+)
+from belep.ledger.genesis import Genesis
+from belep.ledger.store import BlockStore
+from belep.node.kvstore import ConsensusState
+from belep.node.protocols import ReplicaFactory, decode_message, encode_message
+from belep.node.sync import (
+    MAX_SYNC_BLOCKS,
+    SyncBlocks,
+    SyncRequest,
+    SyncTip,
+    decode_sync,
+    encode_blocks_raw,
+    encode_sync,
+    sync_channel,
+)
+
+__all__ = ["DomainHost", "DomainStatus", "SafetyHalt"]
+
+log = logging.getLogger("belep.node.domain")
+
+#: Most events handled in one round before the round is flushed.
+ROUND_EVENTS = 512
+#: Largest state-transfer answer (bytes of encoded blocks), well under the frame limit.
+SYNC_ANSWER_BYTES = 8 * 1024 * 1024
+#: How long a state-transfer request may stay unanswered before another peer is asked.
+SYNC_TIMEOUT_S = 2.0
+
+SendFunction = Callable[[NodeId, str, bytes], None]
+CommitListener = Callable[[DomainId, Block, QuorumCertificate], None]
+
+
+class SafetyHalt(BelepError):
+    """A replica delivered a block that conflicts with the stored chain: stop the node."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Timer:
+    timer: TimerId
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class DomainStatus:
+    domain: DomainId
+    role: str
+    protocol: str
+    height: int
+    tip_hash: str
+    view: int | None
+    leader: str | None
+    lag: int
+    queued_events: int
+    peers: int
+    peers_connected: int
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds (block timestamps are the proposer's clock, DESIGN §4)."""
+    return time.time_ns() // 1_000_000
+
+
+class DomainHost:
+    """Runs one replica of one domain (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        config: ReplicaConfig,
+        genesis: Genesis,
+        factory: ReplicaFactory,
+        store: BlockStore,
+        state: ConsensusState,
+        send: SendFunction,
+        on_commit: CommitListener,
+        is_connected: Callable[[NodeId], bool],
+    ) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.domain = genesis.domain
+        self.channel = str(genesis.domain)
+        self.sync_channel = sync_channel(genesis.domain)
+        self.role = "voter" if config.node_id in config.members else "observer"
+        self.peers = tuple(p for p in (*config.members, *config.observers) if p != config.node_id)
+        self._peer_set = frozenset(self.peers)
+        self._factory = factory
+        self._store = store
+        self._state = state
+        self._send = send
+        self._on_commit = on_commit
+        self._is_connected = is_connected
+        self._replica: Replica | None = None
+        self._events: deque[Event | _Timer] = deque()
+        self._wake = asyncio.Event()
+        self._timers: dict[TimerId, tuple[int, asyncio.TimerHandle]] = {}
+        self._generation = 0
+        self._task: asyncio.Task[None] | None = None
+        tip = store.tip()
+        self.height: int = tip.height
+        self.tip_hash: Digest = tip.block_hash
+        self.peer_tips: dict[NodeId, int] = {}
+        self._fetch: tuple[NodeId, int, float] | None = None
+        self._fetch_rotation = 0
+        self.stopped = False
+        self.failure: BaseException | None = None
+        # Counters for metrics and status.
+        self.decode_errors = 0
+        self.foreign_messages = 0
+        self.view_changes = 0
+        self._last_view: int | None = None
+        self.rounds = 0
+        self.blocks_delivered = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Build the replica from the persisted state and start its loop."""
+        persisted = self._state.load()
+        self._replica = self._factory(self.config, persisted)
+        outbox: list[tuple[NodeId, bytes]] = []
+        tokens: list[int] = []
+        delivered: list[tuple[Block, QuorumCertificate]] = []
+        self._run_effects(self._replica.start(now_ms()), outbox, tokens, delivered)
+        self._flush(outbox, tokens, delivered)
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"domain-{self.domain}"
+        )
+
+    async def stop(self) -> None:
+        """Stop handling events; flush what the last round staged; cancel timers."""
+        self.stopped = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    @property
+    def replica(self) -> Replica | None:
+        return self._replica
+
+    # ------------------------------------------------------------------ inputs
+
+    def post(self, event: Event) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    def submit(self, tx: Transaction) -> None:
+        self.post(ClientRequest(tx))
+
+    def on_message(self, peer: NodeId, payload: bytes) -> None:
+        """A consensus message from an authenticated peer of this node."""
+        if peer not in self._peer_set:
+            self.foreign_messages += 1
+            return
+        try:
+            message = decode_message(payload)
+        except ValidationError as exc:
+            self.decode_errors += 1
+            log.warning(
+                "dropping an undecodable message from %s: %s",
+                peer,
+                exc,
+                extra={"event": "node.bad_message", "peer": peer, "domain": self.domain},
+            )
+            return
+        self._events.append(Receive(peer, message))
+        self._wake.set()
+
+    def on_sync(self, peer: NodeId, payload: bytes) -> None:
+        """A sync-channel message (state transfer or tip gossip)."""
+        if peer not in self._peer_set:
+            self.foreign_messages += 1
+            return
+        try:
+            message = decode_sync(payload)
+        except ValidationError as exc:
+            self.decode_errors += 1
+            log.warning(
+                "dropping an undecodable sync message from %s: %s",
+                peer,
+                exc,
+                extra={"event": "node.bad_sync", "peer": peer, "domain": self.domain},
+            )
+            return
+        if isinstance(message, SyncTip):
+            self.peer_tips[peer] = message.height
+        elif isinstance(message, SyncRequest):
+            self._serve_sync(peer, message)
+        else:
+            self._on_blocks(peer, message)
+
+    def gossip_tip(self) -> None:
+        payload = encode_sync(SyncTip(Height(self.height)))
+        for peer in self.peers:
+            self._send(peer, self.sync_channel, payload)
+
+    # ------------------------------------------------------------------ state transfer
+
+    def _serve_sync(self, peer: NodeId, request: SyncRequest) -> None:
+        start = int(request.from_height)
+        if start > self.height:
+            self._send(peer, self.sync_channel, encode_blocks_raw(start, []))
+            return
+        end = min(self.height, start + min(request.max_blocks, MAX_SYNC_BLOCKS) - 1)
+        blocks = []
+        size = 0
+        try:
+            for block, certificate in self._store.iter_committed(start, end):
+                wire = (block.to_wire(), certificate.to_wire())
+                size += sum(len(tx.payload) for tx in block.transactions) + 512
+                blocks.append(wire)
+                if size >= SYNC_ANSWER_BYTES:
+                    break
+        except BelepError as exc:
+            log.error(
+                "cannot read blocks for state transfer: %s",
+                exc,
+                extra={"event": "node.sync_read_failed", "domain": self.domain},
+            )
+            return
+        self._send(peer, self.sync_channel, encode_blocks_raw(start, blocks))
+
+    def _request_blocks(self, effect: RequestStateTransfer) -> None:
+        candidates = [p for p in effect.peers if p in self._peer_set and p != self.config.node_id]
+        if not candidates:
+            return
+        connected = [p for p in candidates if self._is_connected(p)] or candidates
+        self._fetch_rotation += 1
+        peer = connected[self._fetch_rotation % len(connected)]
+        self._fetch = (peer, int(effect.from_height), time.monotonic())
+        request = SyncRequest(effect.from_height, MAX_SYNC_BLOCKS)
+        self._send(peer, self.sync_channel, encode_sync(request))
+
+    def _on_blocks(self, peer: NodeId, answer: SyncBlocks) -> None:
+        fetch = self._fetch
+        if fetch is None or fetch[0] != peer or fetch[1] != answer.from_height:
+            return  # unsolicited or stale: ignore
+        self._fetch = None
+        self.post(BlocksFetched(answer.blocks))
+
+    def check_fetch_timeout(self) -> None:
+        """Forget a state-transfer request nobody answered (the replica asks again)."""
+        fetch = self._fetch
+        if fetch is not None and time.monotonic() - fetch[2] > SYNC_TIMEOUT_S:
+            self._fetch = None
+            self.post(BlocksFetched(()))
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        try:
+            while not self.stopped:
+                if not self._events:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                self._round()
+                # Let the transport and HTTP run between rounds.
+                await asyncio.sleep(0)
+        except Exception as exc:
+            self.failure = exc
+            log.critical(
+                "domain host stopped: %s",
+                exc,
+                exc_info=not isinstance(exc, SafetyHalt),
+                extra={"event": "node.domain_failed", "domain": self.domain},
+            )
+            raise
+
+    def _round(self) -> None:
+        replica = self._replica
+        if replica is None:
+            return
+        events = self._events
+        outbox: list[tuple[NodeId, bytes]] = []
+        tokens: list[int] = []
+        delivered: list[tuple[Block, QuorumCertificate]] = []
+        handled = 0
+        while events and handled < ROUND_EVENTS:
+            event = events.popleft()
+            if type(event) is _Timer:
+                current = self._timers.get(event.timer)
+                if current is None or current[0] != event.generation:
+                    continue
+                del self._timers[event.timer]
+                event = TimerFired(event.timer)
+            handled += 1
+            effects = replica.handle(event, now_ms())  # type: ignore[arg-type]
+            if effects:
+                self._run_effects(effects, outbox, tokens, delivered)
+        self.rounds += 1
+        self._flush(outbox, tokens, delivered)
+
+    def _run_effects(
+        self,
+        effects: list[Effect],
+        outbox: list[tuple[NodeId, bytes]],
+        tokens: list[int],
+        delivered: list[tuple[Block, QuorumCertificate]],
+    ) -> None:
+        encoded: dict[int, bytes] = {}
+        me = self.config.node_id
+        for effect in effects:
+            if type(effect) is Send:
+                message = effect.message
+                payload = encoded.get(id(message))
+                if payload is None:
+                    payload = encoded[id(message)] = encode_message(message)
+                if effect.to == me:
+                    self._events.append(Receive(me, message))
+                else:
+                    outbox.append((effect.to, payload))
+            elif type(effect) is Broadcast:
+                message = effect.message
+                payload = encoded.get(id(message))
+                if payload is None:
+                    payload = encoded[id(message)] = encode_message(message)
+                for to in effect.to:
+                    if to != me:
+                        outbox.append((to, payload))
+            elif type(effect) is SetTimer:
+                self._set_timer(effect.timer, effect.delay_ms)
+            elif type(effect) is CancelTimer:
+                entry = self._timers.pop(effect.timer, None)
+                if entry is not None:
+                    entry[1].cancel()
+            elif type(effect) is Persist:
+                self._state.stage(effect.key, effect.value)
+                tokens.append(effect.token)
+            elif type(effect) is Deliver:
+                delivered.append((effect.block, effect.certificate))
+            elif type(effect) is RequestStateTransfer:
+                # Asking for blocks reveals nothing another node relies on: no flush needed.
+                self._request_blocks(effect)
+
+    def _set_timer(self, timer: TimerId, delay_ms: int) -> None:
+        old = self._timers.get(timer)
+        if old is not None:
+            old[1].cancel()
+        self._generation += 1
+        generation = self._generation
+        handle = asyncio.get_running_loop().call_later(
+            max(0, delay_ms) / 1000, self._fire, _Timer(timer, generation)
+        )
+        self._timers[timer] = (generation, handle)
+
+    def _fire(self, timer: _Timer) -> None:
+        self._events.append(timer)
+        self._wake.set()
+
+    def _flush(
+        self,
+        outbox: list[tuple[NodeId, bytes]],
+        tokens: list[int],
+        delivered: list[tuple[Block, QuorumCertificate]],
+    ) -> None:
+        for block, certificate in delivered:
+            self._append(block, certificate)
+        self._state.commit()
+        send = self._send
+        channel = self.channel
+        for to, payload in outbox:
+            send(to, channel, payload)
+        if tokens:
+            self._events.extend(Persisted(t) for t in tokens)
+            self._wake.set()
+        for block, certificate in delivered:
+            self._on_commit(self.domain, block, certificate)
+        self._note_view()
+
+    def _append(self, block: Block, certificate: QuorumCertificate) -> None:
+        height = block.height
+        if height <= self.height:
+            stored = self._store.get_header(height).block_hash
+            if stored != block.block_hash:
+                raise SafetyHalt(
+                    f"domain {self.domain}: the replica delivered a block that conflicts with the stored chain at height {height} (stored {stored.hex()}, delivered {block.block_hash.hex()})"
+                )
+            return
+        if height != self.height + 1:
+            raise ChainError(
+                "delivered block leaves a gap in the stored chain",
+                expected=self.height + 1,
+                found=height,
+                where=f"domain {self.domain}",
+            )
+        self._store.append(block, certificate)
+        self.height = height
+        self.tip_hash = block.block_hash
+        self.blocks_delivered += 1
+
+    def _note_view(self) -> None:
+        view = self.view
+        if view is not None:
+            if self._last_view is not None and view > self._last_view:
+                self.view_changes += view - self._last_view
+            self._last_view = view
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def view(self) -> int | None:
+        replica = self._replica
+        for name in ("view", "term"):
+            value = getattr(replica, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    @property
+    def leader(self) -> str | None:
+        replica = self._replica
+        value = getattr(replica, "leader", None) or getattr(replica, "primary", None)
+        return value if isinstance(value, str) else None
+
+    @property
+    def queued_events(self) -> int:
+        return len(self._events)
+
+    @property
+    def lag(self) -> int:
+        best = max(self.peer_tips.values(), default=0)
+        return max(0, best - self.height)
+
+    def status(self) -> DomainStatus:
+        return DomainStatus(
+            domain=self.domain,
+            role=self.role,
+            protocol=self.genesis.protocol,
+            height=self.height,
+            tip_hash=self.tip_hash.hex(),
+            view=self.view,
+            leader=self.leader,
+            lag=self.lag,
+            queued_events=self.queued_events,
+            peers=len(self.peers),
+            peers_connected=sum(1 for p in self.peers if self._is_connected(p)),
+        )

@@ -1,0 +1,432 @@
+"""One node process: wires replicas, ledger, content store, transport, anchoring, pinning, HTTP.
+
+Owns :class:`Node` and :func:`run_node` (what ``belep node --config FILE``
+runs; ``docs/spec/node.md``). At start the node
+
+1. reads its configuration, its key (which must match its entry in the
+   peer table), its operator token, and for every domain it holds the
+   genesis and the genesis signatures (every member must have signed);
+2. opens each domain's block store and consensus state and builds a
+   :class:`~belep.node.domain.DomainHost` around the replica the consensus
+   registry makes for the genesis's protocol (voter or observer by the
+   genesis);
+3. starts the transport (peers: every member and observer of its domains),
+   the replicas, the HTTP server, the anchoring and pinning tasks and a
+   one-second housekeeping tick (tip gossip, state-transfer timeouts,
+   anchoring decisions).
+
+It stops on SIGTERM or SIGINT (graceful: HTTP first, then the replicas
+flush their last round, then the transport and the stores close) and
+restarts after ``kill -9`` from what is on disk: the block stores and
+consensus state are written before any effect that depends on them
+(see :mod:`belep.node.domain`).
+
+This module is the I/O edge that ties the pure parts together; it holds no
+protocol logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from belep.app.envelope import EnvelopeValidator
+from belep.consensus.types import ReplicaConfig
+from belep.content.blockstore import Blockstore
+from belep.crypto import PublicKey, read_private_key
+from belep.errors import ConfigError, StorageError
+from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate
+from belep.ledger.datadir import node_domain_dir
+from belep.ledger.genesis import read_genesis
+from belep.ledger.store import BlockStore
+from belep.net import PeerAddress, Transport, TransportConfig
+from belep.node.anchoring import Anchorer, anchor_policy
+from belep.node.api import HttpServer, start_http
+from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
+from belep.node.commits import CommitTracker
+from belep.node.config import NodeConfig, read_node_config
+from belep.node.domain import DomainHost, now_ms
+from belep.node.genesis_seal import (
+    GENESIS_SIGS_FILE,
+    check_genesis_signatures,
+    read_genesis_signatures,
+)
+from belep.node.kvstore import CONSENSUS_DB, ConsensusState
+from belep.node.metrics import DomainSample, NodeMetrics, NodeSample
+from belep.node.pinning import PinDomain, Pinner
+from belep.node.protocols import replica_factory
+
+__all__ = ["Node", "run_node"]
+
+log = logging.getLogger("belep.node")
+
+TICK_S = 0.25
+GOSSIP_EVERY_TICKS = 4
+ANCHOR_SCAN_BLOCKS = 2000
+
+
+class Node:
+    """A running BELEP node (see the module docstring)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        own = config.peers[config.node_id]
+        self.key = read_private_key(config.key_file, suite=own.key.suite)
+        if self.key.public_key != own.key:
+            raise ConfigError(
+                "the key file does not match the node's entry in the peer table",
+                expected=own.key.fingerprint(),
+                found=self.key.public_key.fingerprint(),
+                where=str(config.key_file),
+            )
+        try:
+            token = config.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise StorageError(f"cannot read the operator token: {exc.strerror}") from exc
+        if len(token) < 16:
+            raise ConfigError(
+                "operator token too short",
+                expected=">= 16 characters",
+                where=str(config.token_file),
+            )
+        self.operator = OperatorAuth(token)
+        self.hosts: dict[DomainId, DomainHost] = {}
+        self.validators: dict[DomainId, EnvelopeValidator] = {}
+        self.metrics = NodeMetrics(self.sample)
+        self.commits = CommitTracker(self.metrics.observe_latency)
+        self.anchorers: dict[DomainId, Anchorer] = {}
+        self.transactions_committed: dict[DomainId, int] = {}
+        self._stores: list[BlockStore] = []
+        self._states: list[ConsensusState] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self.ready = False
+        self.transport: Transport | None = None
+        self.content = Blockstore(config.data_dir / "content")
+        self.pinner: Pinner | None = None
+        self.peer_tokens: PeerTokenVerifier | None = None
+        self.http: HttpServer | None = None
+
+    # ------------------------------------------------------------------ start
+
+    def _open_domains(self) -> dict[NodeId, PublicKey]:
+        config = self.config
+        peers: dict[NodeId, PublicKey] = {}
+        for domain in config.domains:
+            directory = node_domain_dir(config.data_dir, domain)
+            genesis = read_genesis(directory.genesis_path)
+            if genesis.domain != domain:
+                raise ConfigError(
+                    "genesis names another domain", expected=domain, found=genesis.domain
+                )
+            genesis_hash, signatures = read_genesis_signatures(directory.root / GENESIS_SIGS_FILE)
+            check_genesis_signatures(genesis, genesis_hash, signatures)
+            members = {m.node_id: m.key for m in (*genesis.voters, *genesis.observers)}
+            if members.get(self.node_id) != self.key.public_key:
+                raise ConfigError(
+                    "this node is not a member or observer of the domain with its key",
+                    where=f"domain {domain}",
+                )
+            for node, key in members.items():
+                listed = config.peers.get(node)
+                if listed is None or listed.key != key:
+                    raise ConfigError(
+                        "a domain member is missing from the peer table or has another key",
+                        found=node,
+                        where=f"domain {domain}",
+                    )
+                if node != self.node_id:
+                    peers[node] = key
+            voter_keys = {m.node_id: m.key for m in genesis.voters}
+            validator = EnvelopeValidator(policy=anchor_policy(voter_keys))
+            tuning = config.tuning[domain]
+            replica_config = ReplicaConfig(
+                node_id=self.node_id,
+                domain=genesis.domain,
+                members=tuple(m.node_id for m in genesis.voters),
+                keys=members,
+                private_key=self.key,
+                observers=tuple(m.node_id for m in genesis.observers),
+                genesis_hash=genesis.genesis_hash,
+                max_batch_size=tuning.max_batch_size,
+                max_batch_wait_ms=tuning.max_batch_wait_ms,
+                window=tuning.window,
+                request_timeout_ms=tuning.request_timeout_ms,
+                heartbeat_ms=tuning.heartbeat_ms,
+                checkpoint_interval=tuning.checkpoint_interval,
+                validate_transaction=validator,
+            )
+            store = BlockStore.open(directory.chain_path, genesis)
+            self._stores.append(store)
+            state = ConsensusState(directory.root / CONSENSUS_DB)
+            self._states.append(state)
+            host = DomainHost(
+                config=replica_config,
+                genesis=genesis,
+                factory=replica_factory(genesis.protocol),
+                store=store,
+                state=state,
+                send=self._send,
+                on_commit=self._on_commit,
+                is_connected=self._is_connected,
+            )
+            self.hosts[genesis.domain] = host
+            self.validators[genesis.domain] = validator
+            self.transactions_committed[genesis.domain] = 0
+        return peers
+
+    def _setup_anchoring(self) -> None:
+        for parent, host in self.hosts.items():
+            if host.role != "voter":
+                continue
+            children = [d for d, h in self.hosts.items() if h.genesis.parent == parent]
+            if not children:
+                continue
+            anchorer = Anchorer(
+                node_id=self.node_id,
+                key=self.key,
+                parent=parent,
+                voters=host.config.members,
+                policy=self.config.anchoring,
+                submit=host.submit,
+            )
+            for child in children:
+                anchorer.add_child(child)
+            # Learn the latest anchors from the recent parent chain.
+            start = max(1, host.height - ANCHOR_SCAN_BLOCKS + 1)
+            store = next(s for s in self._stores if s.genesis.domain == parent)
+            for block, _ in store.iter_committed(start, host.height):
+                anchorer.on_parent_commit(block, now_ms())
+            self.anchorers[parent] = anchorer
+
+    def _setup_pinning(self) -> None:
+        entries: dict[DomainId, PinDomain] = {}
+        for domain, host in self.hosts.items():
+            directory = node_domain_dir(self.config.data_dir, domain)
+            reader = BlockStore.open(directory.chain_path, host.genesis, readonly=True)
+            self._stores.append(reader)
+            gateways = [self.config.peers[p].http_url for p in host.peers]
+            entries[domain] = PinDomain(domain, reader, gateways, _height_of(host))
+        state = ConsensusState(self.config.data_dir / "node-state.sqlite3")
+        self._states.append(state)
+        self.pinner = Pinner(
+            self.content,
+            state,
+            entries,
+            lambda: make_peer_token(self.key, self.config.network_id, self.node_id, now_ms()),
+        )
+        self.pinner.load_cursors()
+
+    async def start(self) -> None:
+        config = self.config
+        peers = self._open_domains()
+        self.peer_tokens = PeerTokenVerifier(peers, config.network_id)
+        addresses = {
+            node: PeerAddress(config.peers[node].host, config.peers[node].p2p_port)
+            for node in peers
+        }
+        self.transport = Transport(
+            TransportConfig(
+                node_id=self.node_id,
+                key=self.key,
+                network_id=config.network_id,
+                peers=peers,
+                addresses=addresses,
+                listen=PeerAddress(config.host, config.p2p_port),
+            ),
+            self._on_message,
+        )
+        await self.transport.start()
+        self._setup_anchoring()
+        self._setup_pinning()
+        self.http = await start_http(self)
+        for host in self.hosts.values():
+            host.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._housekeeping(), name="node-housekeeping"))
+        if self.pinner is not None:
+            self._tasks.append(loop.create_task(self.pinner.run(), name="node-pinner"))
+        self.ready = True
+        log.info(
+            "node %s started: domains %s, p2p %s:%d, http %s",
+            self.node_id,
+            ", ".join(f"{d}({h.role})" for d, h in self.hosts.items()),
+            config.host,
+            config.p2p_port,
+            config.http_url,
+            extra={"event": "node.started"},
+        )
+
+    # ------------------------------------------------------------------ wiring
+
+    def _send(self, peer: NodeId, channel: str, payload: bytes) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.send(peer, channel, payload)
+
+    def _is_connected(self, peer: NodeId) -> bool:
+        transport = self.transport
+        return transport is not None and transport.is_connected(peer)
+
+    def _on_message(self, peer: NodeId, channel: str, payload: bytes) -> None:
+        host = self.hosts.get(DomainId(channel))
+        if host is not None:
+            host.on_message(peer, payload)
+            return
+        domain, sep, suffix = channel.rpartition("/")
+        if sep and suffix == "sync":
+            host = self.hosts.get(DomainId(domain))
+            if host is not None:
+                host.on_sync(peer, payload)
+                return
+        log.warning(
+            "message on an unknown channel from %s",
+            peer,
+            extra={"event": "node.unknown_channel", "peer": peer, "channel": channel[:64]},
+        )
+
+    def _on_commit(self, domain: DomainId, block: Block, _certificate: QuorumCertificate) -> None:
+        self.transactions_committed[domain] += len(block.transactions)
+        self.commits.committed(domain, block)
+        anchorer = self.anchorers.get(domain)
+        if anchorer is not None:
+            anchorer.on_parent_commit(block, now_ms())
+        if self.pinner is not None:
+            self.pinner.notify()
+
+    async def _housekeeping(self) -> None:
+        ticks = 0
+        while not self._stop.is_set():
+            await asyncio.sleep(TICK_S)
+            ticks += 1
+            for host in self.hosts.values():
+                if host.failure is not None:
+                    log.critical(
+                        "stopping: domain %s failed",
+                        host.domain,
+                        extra={"event": "node.halt", "domain": host.domain},
+                    )
+                    self.request_stop()
+                    return
+                host.check_fetch_timeout()
+                if ticks % GOSSIP_EVERY_TICKS == 0:
+                    host.gossip_tip()
+            if self.anchorers:
+                tips = {d: (h.height, h.tip_hash) for d, h in self.hosts.items()}
+                now = now_ms()
+                for anchorer in self.anchorers.values():
+                    anchorer.tick(tips, now)
+
+    # ------------------------------------------------------------------ status
+
+    def peers_expected(self) -> frozenset[NodeId]:
+        return frozenset(p for h in self.hosts.values() for p in h.peers)
+
+    def peers_connected(self) -> frozenset[NodeId]:
+        transport = self.transport
+        return frozenset() if transport is None else transport.connected_peers()
+
+    def sample(self) -> NodeSample:
+        transport = self.transport
+        metrics = transport.metrics() if transport is not None else None
+        pinner = self.pinner
+        return NodeSample(
+            peers_connected=len(self.peers_connected()),
+            peers_total=len(self.peers_expected()),
+            messages_dropped=0 if metrics is None else metrics.messages_dropped,
+            queued_messages=0 if metrics is None else sum(metrics.queued_messages.values()),
+            pins_done=0 if pinner is None else pinner.pinned,
+            pins_failed=0 if pinner is None else pinner.failures,
+            pins_pending=0 if pinner is None else pinner.lag(),
+            anchors_submitted=sum(a.submitted for a in self.anchorers.values()),
+            waiting_clients=self.commits.waiting,
+            domains=tuple(
+                DomainSample(
+                    domain=d,
+                    role=h.role,
+                    height=h.height,
+                    lag=h.lag,
+                    view=h.view,
+                    view_changes=h.view_changes,
+                    queued_events=h.queued_events,
+                    blocks_delivered=h.blocks_delivered,
+                    transactions_committed=self.transactions_committed[d],
+                    decode_errors=h.decode_errors,
+                    peers_connected=h.status().peers_connected,
+                )
+                for d, h in self.hosts.items()
+            ),
+        )
+
+    def store_of(self, domain: DomainId) -> BlockStore:
+        for store in self._stores:
+            if store.genesis.domain == domain and not store.readonly:
+                return store
+        raise ConfigError("this node does not hold the domain", found=domain)
+
+    # ------------------------------------------------------------------ stop
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.http is not None:
+            await self.http.stop()
+        if self.pinner is not None:
+            self.pinner.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for host in self.hosts.values():
+            await host.stop()
+        if self.transport is not None:
+            await self.transport.close()
+        for state in self._states:
+            with contextlib.suppress(StorageError):
+                state.close()
+        for store in self._stores:
+            with contextlib.suppress(StorageError):
+                store.close()
+        log.info("node %s stopped", self.node_id, extra={"event": "node.stopped"})
+
+
+def _height_of(host: DomainHost) -> Callable[[], int]:
+    return lambda: host.height
+
+
+@contextlib.contextmanager
+def _signals(node: Node) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, node.request_stop)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_node(config_path: Path) -> int:
+    """Run the node of ``config_path`` until SIGTERM/SIGINT; the process exit status."""
+    config = read_node_config(config_path)
+    node = Node(config)
+    with _signals(node):
+        try:
+            await node.start()
+            await node.wait_stopped()
+        finally:
+            await node.stop()
+    failed = any(h.failure is not None for h in node.hosts.values())
+    return 3 if failed else 0
