@@ -101,6 +101,8 @@ class Cluster:
     sent: list[tuple[int, NodeId, NodeId, object]] = field(default_factory=list)
     effects: dict[NodeId, list[Effect]] = field(default_factory=dict)
     record: bool = False
+    isolated: set[NodeId] = field(default_factory=set)  # partitioned away from everyone
+    byzantine: set[NodeId] = field(default_factory=set)  # deliveries not checked
 
     def __post_init__(self) -> None:
         self.ids = node_ids(self.n)
@@ -244,6 +246,8 @@ class Cluster:
                 self._serve_transfer(node, effect)
 
     def _send(self, src: NodeId, dst: NodeId, message: object) -> None:
+        if src in self.isolated or dst in self.isolated:
+            return
         if self.wire:
             message = decode_message(encode_message(message))  # type: ignore[arg-type]
         if self.filter is not None:
@@ -258,7 +262,8 @@ class Cluster:
         start = int(request.from_height)
         for peer in request.peers:
             chain = self.chains.get(peer, [])
-            if self.replicas.get(peer) is not None and len(chain) >= start:
+            reachable = node not in self.isolated and peer not in self.isolated
+            if reachable and self.replicas.get(peer) is not None and len(chain) >= start:
                 blocks = tuple(chain[start - 1 : start - 1 + 64])
                 self._push(self.now + 2, "fetched", node, (self._incarnation[node], blocks))
                 return
@@ -269,6 +274,9 @@ class Cluster:
     def _deliver(self, node: NodeId, block: Block, qc: QuorumCertificate) -> None:
         chain = self.chains[node]
         h = block.height
+        if node in self.byzantine:
+            chain.append((block, qc))
+            return
         if h <= len(chain):
             if node in self.redeliver_ok and chain[h - 1][0].block_hash == block.block_hash:
                 return
