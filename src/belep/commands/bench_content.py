@@ -1,9 +1,278 @@
-"""`belep bench` subcommands for the content area."""
+"""`belep bench content`: content-store speed and memory, side by side in one run.
+
+Generates a file of Kubo's deterministic bytes in a temporary directory and
+measures, on that same file, in this order:
+
+* ``sha256``: streaming ``hashlib.sha256`` over the file (1 MiB reads) — the
+  reference every ratio is taken against;
+* ``cid``: the code path of ``belep cid`` (import without storing);
+* ``add``: the code path of ``belep add`` into a fresh store, durable
+  (fdatasync per group of blocks, then rename, then directory fsync), with
+  the file's SHA-256 computed too, as the chain needs it;
+* ``add --no-sync``: the same without fsync (what the page cache allows);
+* ``write floor``: the same bytes written as one file per 256 KiB block with
+  no hashing at all — what the filesystem alone costs;
+* ``get``: exporting the file back from the store, every block re-hashed.
+
+Each figure is the best of ``--repeat`` runs with the file in the page cache.
+Then peak RSS is measured for ``belep add`` and ``belep get`` of a larger
+file (1 GiB by default) in child processes (``ru_maxrss`` from ``wait4``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from belep.content.blockstore import Blockstore
+from belep.content.deterministic import DeterministicStream
+from belep.content.exporter import iter_file
+from belep.content.importer import CHUNK_SIZE, FileImporter
+from belep.content.ingest import add_file
+
+_MIB = 1 << 20
+
+
+def write_test_file(path: Path, size: int, seed: str = "belep-bench") -> None:
+    """``size`` bytes of Kubo's deterministic stream for ``seed`` at ``path``."""
+    stream = DeterministicStream(seed, size)
+    buffer = bytearray(4 * _MIB)
+    with path.open("wb") as handle:
+        while count := stream.readinto(buffer):
+            handle.write(memoryview(buffer)[:count])
+
+
+def sha256_file(path: Path) -> bytes:
+    """Streaming SHA-256 of a file, 1 MiB at a time (the reference)."""
+    hasher = hashlib.sha256()
+    buffer = bytearray(_MIB)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            hasher.update(view[:count])
+    return hasher.digest()
+
+
+def cid_file(path: Path) -> str:
+    """What ``belep cid`` computes for one file."""
+    importer = FileImporter(None)
+    with path.open("rb", buffering=0) as handle:
+        importer.write_from(handle)
+    return str(importer.finish().cid)
+
+
+def add_path(path: Path, store_dir: Path, *, sync: bool) -> str:
+    """What ``belep add`` does for one file (fresh store at ``store_dir``)."""
+    with path.open("rb", buffering=0) as handle:
+        return str(add_file(handle, Blockstore(store_dir, sync=sync)).cid)
+
+
+def write_floor(path: Path, target: Path) -> None:
+    """Copy ``path`` into one new file per 256 KiB block (no hashing, no fsync)."""
+    target.mkdir(parents=True)
+    buffer = bytearray(CHUNK_SIZE)
+    with path.open("rb", buffering=0) as handle:
+        index = 0
+        while count := handle.readinto(buffer):
+            shard = target / f"{index % 1024:03x}"
+            shard.mkdir(exist_ok=True)
+            (shard / str(index)).write_bytes(memoryview(buffer)[:count])
+            index += 1
+
+
+def get_file(cid: str, store_dir: Path, out: Path) -> None:
+    """What ``belep get`` does (every block re-hashed)."""
+    from belep.content.cid import parse_cid
+
+    with out.open("wb") as handle:
+        for piece in iter_file(parse_cid(cid), Blockstore(store_dir)):
+            handle.write(piece)
+
+
+def _best(repeat: int, action: Callable[[], object], cleanup: Callable[[], None]) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        cleanup()
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    cleanup()
+    return best
+
+
+def _child_peak_rss(argv: list[str]) -> tuple[float, int]:
+    """Run a child; return (seconds, peak RSS in bytes)."""
+    started = time.perf_counter()
+    # Our own CLI with arguments built here, not user input.
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # noqa: S603
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{argv} exited with {child.returncode}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ContentBenchReport:
+    """The figures of one run (seconds are the best of the repeats)."""
+
+    command: str
+    date: str
+    machine: str
+    size_mib: int
+    seconds: dict[str, float]
+    rss_size_mib: int
+    rss: dict[str, tuple[float, int]]
+    """Per command: (seconds, peak RSS in bytes)."""
+
+    def ratio(self, name: str) -> float:
+        """Time of ``name`` over the streaming SHA-256 reference."""
+        return self.seconds[name] / self.seconds["sha256"]
+
+    def mb_per_s(self, name: str) -> float:
+        """Throughput of ``name`` in MB/s."""
+        return self.size_mib * _MIB / self.seconds[name] / 1e6
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-able form with the derived ratios."""
+        return {
+            "command": self.command,
+            "date": self.date,
+            "machine": self.machine,
+            "size_mib": self.size_mib,
+            "seconds": self.seconds,
+            "ratio_to_sha256": {name: self.ratio(name) for name in self.seconds},
+            "mb_per_s": {name: self.mb_per_s(name) for name in self.seconds},
+            "rss_size_mib": self.rss_size_mib,
+            "rss": {
+                name: {"seconds": secs, "peak_rss_mb": peak / 1e6}
+                for name, (secs, peak) in self.rss.items()
+            },
+        }
+
+
+def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBenchReport:
+    """All measurements, in one temporary directory under ``base``."""
+    work = Path(tempfile.mkdtemp(prefix="belep-bench-content-", dir=base))
+    try:
+        data = work / "sample.bin"
+        write_test_file(data, size_mib * _MIB)
+        sha256_file(data)  # warm the page cache
+        store = work / "store"
+        floor = work / "floor"
+        out = work / "out.bin"
+
+        def clean() -> None:
+            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(floor, ignore_errors=True)
+            out.unlink(missing_ok=True)
+
+        cid = cid_file(data)
+        seconds = {
+            "sha256": _best(repeat, lambda: sha256_file(data), clean),
+            "cid": _best(repeat, lambda: cid_file(data), clean),
+            "add": _best(repeat, lambda: add_path(data, store, sync=True), clean),
+            "add --no-sync": _best(repeat, lambda: add_path(data, store, sync=False), clean),
+            "write floor": _best(repeat, lambda: write_floor(data, floor), clean),
+        }
+        add_path(data, store, sync=True)
+        seconds["get"] = _best(repeat, lambda: get_file(cid, store, out), lambda: None)
+        if sha256_file(out) != sha256_file(data):
+            raise RuntimeError("exported file differs from the original")
+        clean()
+        data.unlink()
+
+        big = work / "big.bin"
+        write_test_file(big, rss_size_mib * _MIB, seed="belep-bench-rss")
+        belep = [sys.executable, "-c", "from belep.cli import main; main()"]
+        rss = {
+            "belep add": _child_peak_rss([*belep, "add", str(big), "--store", str(store)]),
+            "belep get": _child_peak_rss(
+                [*belep, "get", cid_file(big), "-o", str(out), "--store", str(store)]
+            ),
+            "belep cid": _child_peak_rss([*belep, "cid", str(big)]),
+            "belep --version": _child_peak_rss([*belep, "--version"]),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ContentBenchReport(
+        command=f"belep bench content --size-mib {size_mib} --rss-size-mib {rss_size_mib} "
+        f"--repeat {repeat} --dir {base}",
+        date=datetime.now(UTC).strftime("%Y-%m-%d"),
+        machine=_machine(),
+        size_mib=size_mib,
+        seconds=seconds,
+        rss_size_mib=rss_size_mib,
+        rss=rss,
+    )
+
+
+def _print_report(report: ContentBenchReport) -> None:
+    typer.echo(f"# {report.command}")
+    typer.echo(f"# {report.date} on {report.machine}")
+    typer.echo(f"\n{report.size_mib} MiB file, best of runs:\n")
+    typer.echo("| operation | seconds | MB/s | × sha256 |")
+    typer.echo("| --- | ---: | ---: | ---: |")
+    for name, value in report.seconds.items():
+        typer.echo(
+            f"| {name} | {value:.3f} | {report.mb_per_s(name):.0f} | {report.ratio(name):.2f} |"
+        )
+    typer.echo(f"\n{report.rss_size_mib} MiB file, child processes:\n")
+    typer.echo("| command | seconds | peak RSS (MB) |")
+    typer.echo("| --- | ---: | ---: |")
+    for name, (secs, peak) in report.rss.items():
+        typer.echo(f"| {name} | {secs:.2f} | {peak / 1e6:.1f} |")
+
+
+_DEFAULT_DIR = Path(tempfile.gettempdir())
+
+
+def content_bench(
+    size_mib: Annotated[int, typer.Option(min=1, help="Size of the timed file.")] = 256,
+    rss_size_mib: Annotated[int, typer.Option(min=1, help="Size of the RSS file.")] = 1024,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs per timing (best kept).")] = 3,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the temporary files go.", file_okay=False)
+    ] = _DEFAULT_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
+    """Time cid/add/get against streaming SHA-256 on one file; peak RSS of add/get."""
+    report = run(size_mib, rss_size_mib, repeat, directory)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        _print_report(report)
 
 
 def register(bench_app: typer.Typer) -> None:
     """Add this area's benchmark commands to `belep bench`."""
+    bench_app.command("content")(content_bench)

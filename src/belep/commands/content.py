@@ -38,6 +38,7 @@ from belep.content.car import export_car, import_car
 from belep.content.cid import Cid, parse_cid
 from belep.content.exporter import file_size, iter_file
 from belep.content.importer import FileImporter, ImportResult, Readable
+from belep.content.ingest import add_file
 from belep.errors import BelepError
 
 PROGRESS_THRESHOLD = 8 << 20
@@ -154,11 +155,15 @@ def add_command(
     try:
         blocks = Blockstore(store)
         for path in files:
-            with blocks.writer() as writer:
-                importer = FileImporter(writer, cid_version=cid_version, compute_sha256=True)
-                result = _import_path(path, importer)
-                if pin:
-                    writer.pin_on_commit(result.cid)
+            with path.open("rb", buffering=0) as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if _show_progress(size):
+                    with _progress() as progress:
+                        task = progress.add_task(path.name, total=size)
+                        source: Readable = _Counting(handle, progress, task)
+                        result = add_file(source, blocks, cid_version=cid_version, pin=pin)
+                else:
+                    result = add_file(handle, blocks, cid_version=cid_version, pin=pin)
             digest = (result.sha256 or b"").hex()
             if as_json:
                 record = {"cid": str(result.cid), "size": result.size, "sha256": digest}
