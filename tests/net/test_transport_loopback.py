@@ -16,10 +16,13 @@ import random
 import pytest
 from net_testkit import (
     NODES,
+    TEST_LIMITS,
     Inbox,
     RawPeer,
     address_of,
+    allowed_keys,
     make_config,
+    make_identity,
     run,
     wait_until,
 )
@@ -30,6 +33,7 @@ from belep.crypto import PrivateKey
 from belep.errors import NetworkError, ValidationError
 from belep.ledger.block import NodeId
 from belep.net import PeerAddress, QueueLimits, RejectReason, Transport
+from belep.net.connection import ConnectionCore, Message, SendBytes
 from belep.net.policy import BackoffPolicy, compute_backoff
 
 pytestmark = pytest.mark.loopback
@@ -467,9 +471,57 @@ def test_bench_transport_command_measures_both_modes() -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert [r["mode"] for r in report["results"]] == ["raw-tcp", "belep-net"]
+    assert [r["mode"] for r in report["results"]] == ["raw-tcp", "framed-tcp", "belep-net"]
     for row in report["results"]:
         assert row["payload_bytes"] == 2048
         assert row["messages"] > 0
         assert row["messages_per_second"] > 0
     assert report["results"][0]["ratio_to_raw_tcp"] == 1.0
+
+
+def test_close_lets_bytes_already_in_the_socket_reach_the_peer() -> None:
+    """node-b (hand-driven) stops reading, so node-a's socket buffer backs up;
+    what node-a had already written must still arrive when it closes."""
+
+    async def body() -> None:
+        release = asyncio.Event()
+        received: list[bytes] = []
+        finished = asyncio.Event()
+
+        async def node_b(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            core = ConnectionCore.accepting(make_identity("node-b"), TEST_LIMITS, allowed_keys())
+            released = False
+            while data := await reader.read(65536):
+                for event in core.receive_data(data):
+                    if isinstance(event, SendBytes):
+                        writer.write(event.data)
+                    elif isinstance(event, Message):
+                        received.append(event.payload)
+                if core.is_open and not released:
+                    await release.wait()
+                    released = True
+            finished.set()
+            writer.close()
+
+        server = await asyncio.start_server(node_b, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        a = await start("node-a")
+        a.set_address(B, PeerAddress("127.0.0.1", port))
+        await a.wait_connected([B])
+        for n in range(300):
+            assert a.send(B, "dom", n.to_bytes(2, "big") * 30_000)
+        # Wait until the kernel is full and the writer is parked on a backed-up buffer.
+        await wait_until(lambda: a.metrics().socket_buffered_bytes[B] > 64 * 1024)
+        written = a.metrics().messages_out
+        assert 0 < written < 300
+        closing = asyncio.ensure_future(a.close())
+        for _ in range(10):  # node-a's close runs for a while before node-b reads again
+            await asyncio.sleep(0)
+        release.set()
+        await closing
+        await finished.wait()
+        assert received == [n.to_bytes(2, "big") * 30_000 for n in range(written)]
+        server.close()
+        await server.wait_closed()
+
+    run(body())

@@ -6,7 +6,10 @@ Two processes on 127.0.0.1 (a sender here, a receiver spawned with
 * **raw TCP** — the reference: the sender writes pre-built length-prefixed
   frames to a plain asyncio stream and half-closes; the receiver reads and
   counts bytes until EOF. No parsing, no crypto: the ceiling of asyncio
-  streams on this machine.
+  streams on this machine (same buffer sizes as the transport).
+* **framed TCP** — the same stream, but the receiver splits it into frames
+  with :class:`~belep.net.wire.FrameDecoder`, one Python step per frame:
+  separates per-message interpreter cost from cryptography.
 * **belep.net** — two :class:`Transport` endpoints after a real handshake;
   the sender calls :meth:`Transport.send_wait` (backpressure, nothing
   dropped), the receiver's handler counts messages until a stop message.
@@ -29,18 +32,20 @@ from belep.crypto import PrivateKey
 from belep.errors import NetworkError
 from belep.ledger.block import NodeId
 from belep.net.config import PeerAddress, TransportConfig
-from belep.net.transport import Transport
+from belep.net.transport import READ_SIZE, STREAM_LIMIT, WRITE_BATCH_BYTES, Transport
+from belep.net.wire import DEFAULT_MAX_FRAME, FrameDecoder
 
 SENDER = NodeId("bench-sender")
 RECEIVER = NodeId("bench-receiver")
 NETWORK = b"belep-bench"
 CHANNEL = "bench"
 STOP_CHANNEL = "stop"
+MODES = ("raw-tcp", "framed-tcp", "belep-net")
 
 
 @dataclass(frozen=True, slots=True)
 class TransportBenchResult:
-    """One measurement: ``mode`` is ``raw-tcp`` or ``belep-net``."""
+    """One measurement: ``mode`` is one of :data:`MODES`."""
 
     mode: str
     payload_bytes: int
@@ -71,26 +76,32 @@ def _config(node: NodeId, listen: PeerAddress | None) -> TransportConfig:
 
 def receiver_main(mode: str, pipe: Connection) -> None:
     """Entry point of the receiver process: report the port, then (count, seconds)."""
-    if mode == "raw-tcp":
-        asyncio.run(_raw_receiver(pipe))
+    if mode in ("raw-tcp", "framed-tcp"):
+        asyncio.run(_raw_receiver(pipe, framed=mode == "framed-tcp"))
     else:
         asyncio.run(_transport_receiver(pipe))
 
 
-async def _raw_receiver(pipe: Connection) -> None:
+async def _raw_receiver(pipe: Connection, *, framed: bool) -> None:
     done = asyncio.get_running_loop().create_future()
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         total = 0
         first = 0.0
-        while data := await reader.read(256 * 1024):
+        frames = 0
+        decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        while data := await reader.read(READ_SIZE):
             if not total:
                 first = time.perf_counter()
             total += len(data)
-        done.set_result((total, time.perf_counter() - first))
+            if framed:
+                decoder.feed(data)
+                while decoder.next_frame() is not None:
+                    frames += 1
+        done.set_result((frames if framed else total, time.perf_counter() - first))
         writer.close()
 
-    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0, limit=STREAM_LIMIT)
     pipe.send(server.sockets[0].getsockname()[1])
     total, seconds = await done
     pipe.send((total, seconds))
@@ -134,11 +145,11 @@ def run_transport_benchmark(
     for size in sizes:
         best: dict[str, TransportBenchResult] = {}
         for _ in range(repeat):
-            for mode in ("raw-tcp", "belep-net"):
+            for mode in MODES:
                 result = _run_once(mode, size, seconds)
                 if mode not in best or result.messages_per_second > best[mode].messages_per_second:
                     best[mode] = result
-        results += [best["raw-tcp"], best["belep-net"]]
+        results += [best[mode] for mode in MODES]
     return results
 
 
@@ -153,6 +164,9 @@ def _run_once(mode: str, size: int, seconds: float) -> TransportBenchResult:
             asyncio.run(_raw_sender(port, size, seconds))
             total, elapsed = _receive(parent, 30.0)
             count = total // (size + 4)
+        elif mode == "framed-tcp":
+            asyncio.run(_raw_sender(port, size, seconds))
+            count, elapsed = _receive(parent, 30.0)
         else:
             asyncio.run(_transport_sender(port, size, seconds))
             count, elapsed = _receive(parent, 30.0)
@@ -170,9 +184,9 @@ def _receive(pipe: Connection, timeout: float) -> Any:
 
 
 async def _raw_sender(port: int, size: int, seconds: float) -> None:
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection("127.0.0.1", port, limit=STREAM_LIMIT)
     frame = size.to_bytes(4, "big") + bytes(size)
-    batch = frame * max(1, (256 * 1024) // len(frame))
+    batch = frame * max(1, WRITE_BATCH_BYTES // len(frame))
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         writer.write(batch)

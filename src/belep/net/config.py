@@ -89,6 +89,8 @@ class TransportMetrics:
     rejects: Mapping[str, int]
     queued_messages: Mapping[NodeId, int]
     queued_bytes: Mapping[NodeId, int]
+    #: Sealed bytes written to a peer's socket but not yet accepted by the kernel.
+    socket_buffered_bytes: Mapping[NodeId, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ refusals, ``reason`` (a :class:`~belep.net.wire.RejectReason`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -225,10 +226,20 @@ class Transport:
             rejects=dict(c.rejects),
             queued_messages={p.node_id: len(p.queue) for p in self._peers.values()},
             queued_bytes={p.node_id: p.queue.bytes for p in self._peers.values()},
+            socket_buffered_bytes={
+                p.node_id: p.connection.writer.transport.get_write_buffer_size()
+                if p.connection is not None
+                else 0
+                for p in self._peers.values()
+            },
         )
 
-    async def close(self) -> None:
-        """Close every connection (telling peers why) and stop all tasks."""
+    async def close(self, grace: float = 2.0) -> None:
+        """Close every connection (telling peers why) and stop all tasks.
+
+        Bytes already handed to a socket get up to ``grace`` seconds to reach
+        the peer; messages still in a send queue are discarded.
+        """
         if self._closed:
             return
         self._closed = True
@@ -238,6 +249,11 @@ class Transport:
             peer.has_space.set()  # wake send_wait callers: they raise NetworkError
             if peer.connection is not None:
                 self._close_connection(peer.connection, "shutdown")
+        flushing = [c.writer.wait_closed() for c in self._connections if c.closed]
+        if flushing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*flushing, return_exceptions=True)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
