@@ -11,6 +11,7 @@ import pytest
 from belep.content.blockstore import Blockstore, block_key
 from belep.content.cid import DAG_PB, RAW, compute_cid, parse_cid
 from belep.content.deterministic import deterministic_bytes
+from belep.content.exporter import iter_file
 from belep.content.importer import import_file
 from belep.errors import CidError, CorruptStore, HashMismatch, NotFound
 
@@ -144,3 +145,17 @@ def test_blocks_are_durable_files(tmp_path: Path) -> None:
     for key in synced.iter_keys():
         path = synced.root / "blocks" / key[-3:-1] / key
         assert os.stat(path).st_size > 0
+
+
+def test_adding_again_heals_a_rotten_block(store: Blockstore) -> None:
+    data = deterministic_bytes("heal", 600_000)
+    root = add_bytes(store, data).cid
+    victim = max(store.iter_keys())
+    path = store.root / "blocks" / victim[-3:-1] / victim
+    rotten = bytearray(path.read_bytes())
+    rotten[7] ^= 0x10
+    path.write_bytes(bytes(rotten))
+    with store.writer() as writer:
+        import_file(io.BytesIO(data), writer)
+    assert writer.written == 1
+    assert b"".join(bytes(p) for p in iter_file(root, store)) == data

@@ -24,6 +24,8 @@ Invariants:
   complete. With ``sync=False`` (tests, scratch stores) fsync is skipped.
 * Every read re-hashes the bytes: :meth:`Blockstore.get` returns bytes that
   match the CID or raises :class:`CorruptStore` naming the CID.
+* Writing a block that is already stored re-checks the stored copy and
+  replaces it if it no longer matches (re-adding a file heals rot).
 * A root is pinned only by :meth:`Blockstore.pin`, which callers invoke after
   the whole DAG has been committed; :meth:`Blockstore.gc` deletes exactly the
   blocks not reachable from a pin, while holding the exclusive lock that every
@@ -33,6 +35,7 @@ Invariants:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -118,6 +121,24 @@ class Blockstore:
                 f"block {cid} is corrupt: stored bytes hash to {exc.found.hex()}"
             ) from exc
         return data
+
+    def is_intact(self, cid: Cid, size: int | None = None) -> bool:
+        """True if the block is stored and its bytes still match ``cid``.
+
+        Writers call this before skipping a block that already exists, so
+        adding a file again heals a block that has rotted on disk.
+        """
+        path = self.block_path(cid)
+        try:
+            if size is not None and path.stat().st_size != size:
+                return False
+            with path.open("rb") as handle:
+                data = handle.read(MAX_BLOCK_SIZE + 1)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot read block {cid}: {exc}") from exc
+        return hashlib.sha256(data).digest() == cid.digest
 
     def iter_keys(self) -> Iterator[str]:
         """Keys of every stored block (any order)."""
@@ -362,13 +383,8 @@ class BlockWriter:
     def _write(self, cid: Cid, key: str, parts: Sequence[BlockPart]) -> None:
         final = self._store.block_path(cid)
         size = sum(len(part) for part in parts)
-        try:
-            if final.stat().st_size == size:
-                return
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StorageError(f"cannot stat block {cid}: {exc}") from exc
+        if self._store.is_intact(cid, size):
+            return
         temporary = self._store._tmp / f"{key}.{os.getpid()}.{id(self)}"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
