@@ -178,12 +178,10 @@ class Blockstore:
         path = self._pins / str(cid)
         if path.exists():
             return
-        temporary = self._tmp / f"pin-{os.getpid()}-{cid}"
         try:
-            with temporary.open("wb") as handle:
-                if self.sync:
-                    os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            # An empty file: creating it is atomic, only the directory entry
+            # needs to reach the disk.
+            path.touch()
             if self.sync:
                 _fsync_directory(self._pins)
         except OSError as exc:
