@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
     @app.command("node")
     def node_command(
         config: Annotated[Path, typer.Option("--config", help="The node's node.toml.")],
-        log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+        log_level: Annotated[
+            str, typer.Option("--log-level", help="debug, info, warning.")
+        ] = "info",
     ) -> None:
         """Run one node until SIGTERM or Ctrl-C (JSON logs on stderr)."""
         import asyncio
@@ -73,3 +75,91 @@ def register(app: typer.Typer) -> None:
         except BelepError as exc:
             raise _fail(console, exc) from exc
         raise typer.Exit(status)
+
+    @app.command("up")
+    def up_command(
+        directory: Annotated[
+            Path, typer.Option("--dir", help="Network directory (created by init if empty).")
+        ],
+        preset: Annotated[
+            str | None, typer.Option("--preset", help="Generate this preset first.")
+        ] = None,
+        topology: Annotated[
+            Path | None, typer.Option("--topology", help="Generate from this topology first.")
+        ] = None,
+        base_port: Annotated[
+            int | None, typer.Option("--base-port", help="First port of a preset.")
+        ] = None,
+        duration: Annotated[
+            float | None, typer.Option("--duration", help="Stop after this many seconds.")
+        ] = None,
+        timeout: Annotated[
+            float, typer.Option("--timeout", help="Seconds to wait for readiness.")
+        ] = 90.0,
+    ) -> None:
+        """Start every node of a network as its own process; stop them all on Ctrl-C or SIGTERM."""
+        from belep.node.launcher import run_up
+
+        console = Console()
+        try:
+            status = run_up(console, directory, preset, topology, base_port, duration, timeout)
+        except BelepError as exc:
+            raise _fail(console, exc) from exc
+        raise typer.Exit(status)
+
+    @app.command("status")
+    def status_command(
+        directory: Annotated[Path, typer.Option("--dir", help="Network directory.")],
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    ) -> None:
+        """Each node's height, view, peers and lag, per domain."""
+        import json
+
+        from rich.table import Table
+
+        from belep.node.launcher import LocalNetwork
+        from belep.node.status import collect_status
+
+        console = Console()
+        try:
+            rows = collect_status(LocalNetwork.open(directory))
+        except BelepError as exc:
+            raise _fail(console, exc) from exc
+        if as_json:
+            typer.echo(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
+            return
+        table = Table(title=f"network {directory}")
+        for column in (
+            "node",
+            "unit",
+            "domain",
+            "role",
+            "protocol",
+            "height",
+            "view",
+            "leader",
+            "peers",
+            "lag",
+            "tip",
+        ):
+            table.add_column(column)
+        for r in rows:
+            if not r.up:
+                table.add_row(r.node, r.unit, "[red]down[/red]", *[""] * 8)
+                continue
+            table.add_row(
+                r.node,
+                r.unit,
+                r.domain,
+                r.role,
+                r.protocol,
+                str(r.height),
+                "" if r.view is None else str(r.view),
+                r.leader or "",
+                f"{r.peers_connected}/{r.peers}",
+                str(r.lag),
+                (r.tip_hash or "")[:12],
+            )
+        console.print(table)
+        if not all(r.up for r in rows):
+            raise typer.Exit(1)

@@ -95,6 +95,8 @@ ROUND_EVENTS = 512
 SYNC_ANSWER_BYTES = 8 * 1024 * 1024
 #: How long a state-transfer request may stay unanswered before another peer is asked.
 SYNC_TIMEOUT_S = 2.0
+#: Least time between two pulls started because gossip showed this node behind.
+PULL_INTERVAL_S = 0.3
 
 SendFunction = Callable[[NodeId, str, bytes], None]
 CommitListener = Callable[[DomainId, Block, QuorumCertificate], None]
@@ -171,6 +173,7 @@ class DomainHost:
         self.peer_tips: dict[NodeId, int] = {}
         self._fetch: tuple[NodeId, int, float] | None = None
         self._fetch_rotation = 0
+        self._last_pull = 0.0
         self.stopped = False
         self.failure: BaseException | None = None
         # Counters for metrics and status.
@@ -256,6 +259,7 @@ class DomainHost:
             return
         if isinstance(message, SyncTip):
             self.peer_tips[peer] = message.height
+            self.maybe_pull()
         elif isinstance(message, SyncRequest):
             self._serve_sync(peer, message)
         else:
@@ -310,12 +314,32 @@ class DomainHost:
         self._fetch = None
         self.post(BlocksFetched(answer.blocks))
 
+    def maybe_pull(self) -> None:
+        """Fetch from the most advanced peer when gossip shows this node behind.
+
+        Replicas fetch on their own when their protocol shows them behind; a
+        PBFT observer, which never votes, would otherwise learn of new blocks
+        only at checkpoints. Fetched blocks are verified by the replica like
+        any others, so pulling early is always safe.
+        """
+        if self._fetch is not None or not self.peer_tips or self.stopped:
+            return
+        peer, best = max(self.peer_tips.items(), key=lambda item: item[1])
+        now = time.monotonic()
+        if best <= self.height or now - self._last_pull < PULL_INTERVAL_S:
+            return
+        self._last_pull = now
+        start = Height(self.height + 1)
+        self._fetch = (peer, start, now)
+        self._send(peer, self.sync_channel, encode_sync(SyncRequest(start, MAX_SYNC_BLOCKS)))
+
     def check_fetch_timeout(self) -> None:
         """Forget a state-transfer request nobody answered (the replica asks again)."""
         fetch = self._fetch
         if fetch is not None and time.monotonic() - fetch[2] > SYNC_TIMEOUT_S:
             self._fetch = None
             self.post(BlocksFetched(()))
+        self.maybe_pull()
 
     # ------------------------------------------------------------------ the loop
 
@@ -482,8 +506,13 @@ class DomainHost:
     @property
     def leader(self) -> str | None:
         replica = self._replica
-        value = getattr(replica, "leader", None) or getattr(replica, "primary", None)
-        return value if isinstance(value, str) else None
+        value = getattr(replica, "leader", None)
+        if isinstance(value, str):
+            return value
+        view = self.view
+        if self.genesis.quorum_rule == "bft" and view is not None and self.config.members:
+            return self.config.members[view % len(self.config.members)]  # the primary of the view
+        return None
 
     @property
     def queued_events(self) -> int:

@@ -65,7 +65,7 @@ __all__ = ["Node", "run_node"]
 log = logging.getLogger("belep.node")
 
 TICK_S = 0.25
-GOSSIP_EVERY_TICKS = 4
+GOSSIP_EVERY_TICKS = 2
 ANCHOR_SCAN_BLOCKS = 2000
 
 
