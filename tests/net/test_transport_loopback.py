@@ -69,7 +69,9 @@ def reject_logged(caplog: pytest.LogCaptureFixture, reason: str) -> bool:
     return any(getattr(r, "reason", None) == reason for r in caplog.records)
 
 
-def test_two_nodes_exchange_messages_in_order() -> None:
+def test_two_nodes_exchange_messages_in_order(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="belep.net")
+
     async def body() -> None:
         a_inbox, b_inbox = Inbox(), Inbox()
         a = await start("node-a", a_inbox)
@@ -95,6 +97,9 @@ def test_two_nodes_exchange_messages_in_order() -> None:
         assert a.connection_info(C) is None
         await a.close()
         await b.close()
+        connected = [r for r in caplog.records if getattr(r, "event", None) == "net.connected"]
+        assert {(r.peer, r.direction) for r in connected} == {(B, "outbound"), (A, "inbound")}  # type: ignore[attr-defined]
+        assert all(len(r.session) == 16 for r in connected)  # type: ignore[attr-defined]
 
     run(body())
 
