@@ -18,7 +18,7 @@ This module does no I/O, reads no clock and draws no random numbers.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 from belep.consensus.raft_cert import (
     AckCollector,
@@ -203,7 +203,7 @@ class RaftCore:
             and self._now - self._leader_seen_ms < self.config.request_timeout_ms
         )
 
-    def _forget_entries(self, removed: Iterable[Block]) -> None:
+    def _forget_entries(self, removed: Sequence[Block]) -> None:
         """Delete dropped entries from storage (highest first) and from the tx index."""
         for block in sorted(removed, key=lambda b: b.height, reverse=True):
             self._persist(log_key(block.height), None)
