@@ -34,7 +34,7 @@ def started(n: int, bugs: frozenset[str], **overrides: object) -> Cluster:
 
 
 def forgotten_commit_schedule(bugs: frozenset[str]) -> Cluster:
-    """Only r0 sees the commit votes of block 1, delivers it, and crashes.
+    """Only r0 sees the view-1 commit votes of block 1, delivers it, and crashes.
 
     The others hold block 1's prepared certificate but no commit certificate;
     they time out, change view, and the new view must re-propose block 1.
@@ -42,14 +42,15 @@ def forgotten_commit_schedule(bugs: frozenset[str]) -> Cluster:
     c = started(4, bugs)
     r0, r1 = c.ids[0], c.ids[1]
 
-    def commits_only_to_r0(_src: NodeId, dst: NodeId, message: object) -> object | None:
-        return None if isinstance(message, Commit) and dst != r0 else message
+    def commits_of_view_1_only_to_r0(_src: NodeId, dst: NodeId, message: object) -> object | None:
+        if isinstance(message, Commit) and message.statement.view == 1 and dst != r0:
+            return None
+        return message
 
-    c.filter = commits_only_to_r0
+    c.filter = commits_of_view_1_only_to_r0
     c.submit(r1, tx(1))
     assert c.run(lambda: c.replica(r0).committed_height == 1, max_time=100)
     c.crash(r0)
-    c.filter = None
     others = c.ids[1:]
     c.run(lambda: bool(c.violations) or all(c.replica(n).committed_height for n in others))
     assert all(c.replica(n).view == 2 for n in others)

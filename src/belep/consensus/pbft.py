@@ -352,13 +352,15 @@ class PbftReplica:
             return
         cfg = self.config
         pool = self._pool
+        waiting = False  # stopped only because the batch is neither full nor due
         while pool.pending_count:
             h = self._next_height
             if h > self._log.high or h - self._delivered > cfg.window:
-                break
+                break  # a delivery or a stable checkpoint calls this again
             oldest = pool.oldest_pending_ms()
             due = oldest is not None and self._now - oldest >= cfg.max_batch_wait_ms
             if pool.pending_count < cfg.max_batch_size and not due:
+                waiting = True
                 break
             parent = self._parent_of(h)
             if parent is None:
@@ -384,7 +386,7 @@ class PbftReplica:
             self._try_prepare(h)
             self._resolve_certificates(slot)
         oldest = pool.oldest_pending_ms()
-        if oldest is not None and not self._batch_armed:
+        if waiting and oldest is not None and not self._batch_armed:
             self._batch_armed = True
             wait = max(1, oldest + cfg.max_batch_wait_ms - self._now)
             self._fx.append(SetTimer(TIMER_BATCH, wait))
@@ -1018,6 +1020,7 @@ class PbftReplica:
             if stale:
                 self._fx.append(Broadcast(self._others, ForwardRequests(stale)))
             if any(h > self._delivered for h in self._log.heights()):
+                self._retransmit_votes()  # a peer may have missed them (loss, watermarks)
                 self._fetch()
             self._arm_progress()
         else:
@@ -1089,9 +1092,15 @@ class PbftReplica:
                     self._next_height = Height(max(self._next_height, h + 1))
 
     def _retransmit_votes(self) -> None:
-        """After a restart in a view: send again the votes this replica sent in it."""
+        """Send again this replica's votes of the current view above its delivered height.
+
+        Used after a restart and when progress stalls: votes are the only
+        messages whose loss a quorum cannot make up for by itself.
+        """
         key = self.config.private_key
         for h, slot in self._log.items():
+            if h <= self._delivered:
+                continue
             if slot.vote is not None and slot.vote[0] == self._view:
                 s = self._rules.statement(PREPARE_KIND, self._view, h, slot.vote[1])
                 signature = key.sign(s.signing_bytes())
