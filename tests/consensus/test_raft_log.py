@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from belep.consensus.raft_cert import (
     AckCollector,
@@ -284,10 +286,10 @@ def append(prev: int, entries: list[Block], term: int = 3) -> AppendEntries:
     return AppendEntries(View(term), Height(prev), View(prev_term), tuple(entries), Height(0))
 
 
-def follower_log(shared: int, own_terms: list[int]) -> RaftLog:
+def follower_log(shared: int, own_terms: list[int], leader: list[Block] | None = None) -> RaftLog:
     """The leader's first ``shared`` entries, then entries of the follower's own, with these terms."""
     log = RaftLog(Height(0), View(0), ZERO_HASH)
-    for block in LEADER_LOG[:shared]:
+    for block in (LEADER_LOG if leader is None else leader)[:shared]:
         log.append(block)
     for term in own_terms:
         log.append(
@@ -395,3 +397,44 @@ def test_plan_replication_keeps_at_most_a_window_in_flight_and_snapshots_when_co
     assert snap == InstallSnapshot(View(3), Height(3), View(2), LEADER_LOG[2].block_hash)
     # At most one InstallSnapshot per interval.
     assert plan_replication(progress, log, heartbeat=True, probe=False, **kwargs) is None  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# Property: reordered and duplicated AppendEntries never undo an acknowledgement
+# --------------------------------------------------------------------------
+
+# The leader (term 6) holds entries of terms 1, 4 and 6; followers' own entries have terms
+# 2, 3 or 5, so no (height, term) pair is shared by two different entries (Log Matching).
+LONG_LOG = build([1, 1, 4, 4, 6, 6, 6, 6, 6, 6])
+
+
+def leader_append(prev: int, count: int) -> AppendEntries:
+    prev_term = 0 if prev == 0 else LONG_LOG[prev - 1].header.view
+    entries = tuple(LONG_LOG[prev : prev + count])
+    return AppendEntries(View(6), Height(prev), View(prev_term), entries, Height(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shared=st.integers(0, 4),
+    own=st.lists(st.sampled_from([2, 3, 5]), max_size=6).map(sorted),
+    messages=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 4)), min_size=1, max_size=25),
+)
+def test_any_order_of_appends_keeps_every_acknowledged_prefix(
+    shared: int, own: list[int], messages: list[tuple[int, int]]
+) -> None:
+    floor = LONG_LOG[shared - 1].header.view if shared else 1
+    log = follower_log(shared, [t for t in own if t >= floor], LONG_LOG)
+    acknowledged = 0
+    for prev, count in messages:
+        plan = plan_append(log, 0, leader_append(prev, count), domain=DOMAIN, members=MEMBERS)
+        assert plan is not None  # a correct leader's messages are never invalid
+        if isinstance(plan, AppendPlan):
+            if plan.truncate_from is not None:
+                assert plan.truncate_from > acknowledged  # §5.3: never below an acknowledgement
+                log.truncate_from(plan.truncate_from)
+            for block in plan.new_entries:
+                log.append(block)
+            acknowledged = max(acknowledged, plan.match_index)
+        mine = [b.block_hash for b in log.entries_between(1, acknowledged)]
+        assert mine == [b.block_hash for b in LONG_LOG[:acknowledged]]
