@@ -4,7 +4,9 @@ Owns the seven message types of :mod:`belep.consensus.raft` (see
 ``docs/spec/raft.md`` §Messages) and their codecs. Every message is a frozen,
 slotted dataclass; ``to_wire()`` gives a map with a ``"type"`` tag that
 :func:`decode_raft_message` dispatches on, and ``from_wire`` accepts exactly
-the fields its type has.
+the fields its type has (the conventions and helpers of
+:mod:`belep.consensus.messages`; :mod:`belep.consensus.registry` merges the
+decoders of every protocol).
 
 Invariants (checked in ``__post_init__``, so a malformed message cannot be
 constructed, whether decoded from bytes or built in memory):
@@ -32,13 +34,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
+from belep.consensus.messages import (
+    block_from_wire,
+    message_fields,
+    signature_from_wire,
+    tagged,
+    txs_from_wire,
+)
 from belep.encoding import (
     Value,
     decode,
     encode,
     expect_bool,
     expect_bytes,
-    expect_fields,
     expect_int,
     expect_list,
     expect_map,
@@ -77,20 +85,6 @@ def _check_not_above(low: int, high: int, what: str) -> None:
         raise SchemaError(f"{what} is above the message term", expected=f"<= {high}", found=low)
 
 
-def _tagged(tag: str, fields: dict[str, Value]) -> dict[str, Value]:
-    fields["type"] = tag
-    return fields
-
-
-def _fields(value: Value, tag: str, names: frozenset[str]) -> dict[str, Value]:
-    """The map of a message of type ``tag``, checked to have exactly ``names`` plus ``type``."""
-    m = expect_map(value, tag)
-    expect_fields(m, tag, names | {"type"})
-    if m["type"] != tag:
-        raise SchemaError("wrong message type", expected=tag, found=m["type"])
-    return {str(k): v for k, v in m.items()}
-
-
 @dataclass(frozen=True, slots=True)
 class RequestVote:
     """Ask for a vote (``pre_vote=False``, thesis §3.4) or a pre-vote (thesis §9.6).
@@ -115,7 +109,7 @@ class RequestVote:
         _check_not_above(self.last_log_term, self.term, "last_log_term")
 
     def to_wire(self) -> dict[str, Value]:
-        return _tagged(
+        return tagged(
             self.TAG,
             {
                 "term": self.term,
@@ -127,7 +121,7 @@ class RequestVote:
 
     @classmethod
     def from_wire(cls, value: Value) -> RequestVote:
-        m = _fields(
+        m = message_fields(
             value, cls.TAG, frozenset({"term", "last_log_index", "last_log_term", "pre_vote"})
         )
         return cls(
@@ -154,13 +148,13 @@ class VoteResponse:
             raise SchemaError("granted and pre_vote must be bools")
 
     def to_wire(self) -> dict[str, Value]:
-        return _tagged(
+        return tagged(
             self.TAG, {"term": self.term, "granted": self.granted, "pre_vote": self.pre_vote}
         )
 
     @classmethod
     def from_wire(cls, value: Value) -> VoteResponse:
-        m = _fields(value, cls.TAG, frozenset({"term", "granted", "pre_vote"}))
+        m = message_fields(value, cls.TAG, frozenset({"term", "granted", "pre_vote"}))
         return cls(
             term=Term(expect_int(m["term"], "term", minimum=0)),
             granted=expect_bool(m["granted"], "granted"),
@@ -237,7 +231,7 @@ class AppendEntries:
         return Height(self.prev_log_index + len(self.entries))
 
     def to_wire(self) -> dict[str, Value]:
-        return _tagged(
+        return tagged(
             self.TAG,
             {
                 "term": self.term,
@@ -251,7 +245,7 @@ class AppendEntries:
 
     @classmethod
     def from_wire(cls, value: Value) -> AppendEntries:
-        m = _fields(
+        m = message_fields(
             value,
             cls.TAG,
             frozenset(
@@ -269,7 +263,7 @@ class AppendEntries:
             term=Term(expect_int(m["term"], "term", minimum=0)),
             prev_log_index=Height(expect_int(m["prev_log_index"], "prev_log_index", minimum=0)),
             prev_log_term=Term(expect_int(m["prev_log_term"], "prev_log_term", minimum=0)),
-            entries=tuple(Block.from_wire(item) for item in expect_list(m["entries"], "entries")),
+            entries=tuple(block_from_wire(item) for item in expect_list(m["entries"], "entries")),
             leader_commit=Height(expect_int(m["leader_commit"], "leader_commit", minimum=0)),
             certificates=tuple(
                 QuorumCertificate.from_wire(item)
@@ -320,7 +314,7 @@ class AppendResponse:
             )
 
     def to_wire(self) -> dict[str, Value]:
-        return _tagged(
+        return tagged(
             self.TAG,
             {
                 "term": self.term,
@@ -334,7 +328,7 @@ class AppendResponse:
 
     @classmethod
     def from_wire(cls, value: Value) -> AppendResponse:
-        m = _fields(
+        m = message_fields(
             value,
             cls.TAG,
             frozenset(
@@ -349,7 +343,7 @@ class AppendResponse:
             signatures.append(
                 (
                     Height(expect_int(pair[0], "signature height", minimum=1)),
-                    expect_bytes(pair[1], "signature"),
+                    signature_from_wire(pair[1]),
                 )
             )
         return cls(
@@ -390,7 +384,7 @@ class InstallSnapshot:
             raise SchemaError("last_included_hash must be a 32-byte digest")
 
     def to_wire(self) -> dict[str, Value]:
-        return _tagged(
+        return tagged(
             self.TAG,
             {
                 "term": self.term,
@@ -402,7 +396,7 @@ class InstallSnapshot:
 
     @classmethod
     def from_wire(cls, value: Value) -> InstallSnapshot:
-        m = _fields(
+        m = message_fields(
             value,
             cls.TAG,
             frozenset({"term", "last_included_index", "last_included_term", "last_included_hash"}),
@@ -435,11 +429,11 @@ class InstallSnapshotResponse:
         _check_count(self.commit_index, "commit_index")
 
     def to_wire(self) -> dict[str, Value]:
-        return _tagged(self.TAG, {"term": self.term, "commit_index": self.commit_index})
+        return tagged(self.TAG, {"term": self.term, "commit_index": self.commit_index})
 
     @classmethod
     def from_wire(cls, value: Value) -> InstallSnapshotResponse:
-        m = _fields(value, cls.TAG, frozenset({"term", "commit_index"}))
+        m = message_fields(value, cls.TAG, frozenset({"term", "commit_index"}))
         return cls(
             term=Term(expect_int(m["term"], "term", minimum=0)),
             commit_index=Height(expect_int(m["commit_index"], "commit_index", minimum=0)),
@@ -466,17 +460,12 @@ class ForwardRequests:
                 raise SchemaError("txs must be transactions", found=type(tx).__name__)
 
     def to_wire(self) -> dict[str, Value]:
-        return _tagged(self.TAG, {"txs": [tx.payload for tx in self.txs]})
+        return tagged(self.TAG, {"txs": [tx.payload for tx in self.txs]})
 
     @classmethod
     def from_wire(cls, value: Value) -> ForwardRequests:
-        m = _fields(value, cls.TAG, frozenset({"txs"}))
-        return cls(
-            txs=tuple(
-                Transaction(expect_bytes(item, "transaction"))
-                for item in expect_list(m["txs"], "txs")
-            )
-        )
+        m = message_fields(value, cls.TAG, frozenset({"txs"}))
+        return cls(txs=txs_from_wire(m["txs"]))
 
 
 RaftMessage: TypeAlias = (
