@@ -16,7 +16,8 @@ measures, on that same file, in this order:
 
 Each figure is the best of ``--repeat`` runs with the file in the page cache.
 Then peak RSS is measured for ``belep add`` and ``belep get`` of a larger
-file (1 GiB by default) in child processes (``ru_maxrss`` from ``wait4``).
+file (1 GiB by default) in child processes, each reporting the high-water
+mark of its own address space (``VmHWM``) when it exits.
 """
 
 from __future__ import annotations
@@ -114,17 +115,40 @@ def _best(repeat: int, action: Callable[[], object], cleanup: Callable[[], None]
     return best
 
 
-def _child_peak_rss(argv: list[str]) -> tuple[float, int]:
-    """Run a child; return (seconds, peak RSS in bytes)."""
+# Runs the CLI in a child that reports its own peak RSS (VmHWM of its own
+# address space) on exit. ru_maxrss from wait4 cannot be used: Linux carries
+# the parent's high-water mark across fork and exec, so every child would
+# report at least the benchmark process's own size.
+_CLI_WITH_PEAK = """
+import atexit, os
+def _report():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                os.write(2, ("belep-peak-rss-kb " + line.split()[1] + "\\n").encode())
+atexit.register(_report)
+from belep.cli import main
+main()
+"""
+
+
+def _child_peak_rss(args: list[str]) -> tuple[float, int]:
+    """Run ``belep ARGS`` in a child; return (seconds, its peak RSS in bytes)."""
     started = time.perf_counter()
     # Our own CLI with arguments built here, not user input.
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # noqa: S603
-    _, status, usage = os.wait4(child.pid, 0)
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", _CLI_WITH_PEAK, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     elapsed = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"{argv} exited with {child.returncode}")
-    return elapsed, usage.ru_maxrss * 1024
+    if done.returncode != 0:
+        raise RuntimeError(f"belep {args} exited with {done.returncode}: {done.stderr!r}")
+    for line in done.stderr.decode(errors="replace").splitlines():
+        if line.startswith("belep-peak-rss-kb "):
+            return elapsed, int(line.split()[1]) * 1024
+    raise RuntimeError("the child did not report its peak RSS (needs Linux /proc)")
 
 
 def _machine() -> str:
@@ -213,14 +237,13 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
 
         big = work / "big.bin"
         write_test_file(big, rss_size_mib * _MIB, seed="belep-bench-rss")
-        belep = [sys.executable, "-c", "from belep.cli import main; main()"]
         rss = {
-            "belep add": _child_peak_rss([*belep, "add", str(big), "--store", str(store)]),
+            "belep add": _child_peak_rss(["add", str(big), "--store", str(store)]),
             "belep get": _child_peak_rss(
-                [*belep, "get", cid_file(big), "-o", str(out), "--store", str(store)]
+                ["get", cid_file(big), "-o", str(out), "--store", str(store)]
             ),
-            "belep cid": _child_peak_rss([*belep, "cid", str(big)]),
-            "belep --version": _child_peak_rss([*belep, "--version"]),
+            "belep cid": _child_peak_rss(["cid", str(big)]),
+            "belep --version": _child_peak_rss(["--version"]),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
