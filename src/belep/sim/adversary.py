@@ -13,8 +13,10 @@ its outgoing messages, per destination:
   or duplicated, a hash, view or height shifted by one;
 * ``equivocate`` — every block it sends to one half of its peers is replaced
   by a different, well-formed block of the same height, parent and view
-  (the same replacement for every recipient in that half, re-signed with
-  the replica's own key when the message can be signed);
+  (the same replacement for every recipient in that half), and so are the
+  hashes in its votes for such a block, so that half sees a consistent
+  alternative history (re-signed with the replica's own key when the
+  message can be signed);
 * ``replay`` — old messages (its own and those it received, possibly signed
   by others) are sent again later to random peers.
 
@@ -179,18 +181,17 @@ class Adversary:
         return result
 
     def _equivocate(self, message: object) -> object:
-        blocks = [(p, v) for p, v in _leaves(message, ()) if isinstance(v, Block)]
-        if not blocks:
-            return message
+        """Swap every block for its alternative, and every hash naming a swapped block."""
         out = message
-        for path, block in blocks:
+        for path, block in [(p, v) for p, v in _leaves(message, ()) if isinstance(v, Block)]:
             alt = self._alt_blocks.get(block.block_hash)
             if alt is None:
                 alt = self._alternative(block)
                 self._alt_blocks[block.block_hash] = alt
             out = _replace_at(out, path, alt)
-            out = _replace_values(out, block.block_hash, alt.block_hash)
-        return self._resign(out)
+        for original, alt in self._alt_blocks.items():  # votes for a block it equivocated on
+            out = _replace_values(out, original, alt.block_hash)
+        return out if out is message else self._resign(out)
 
     def _alternative(self, block: Block) -> Block:
         """A different, well-formed block at the same place in the chain."""

@@ -468,16 +468,22 @@ class Simulation:
         self._push(self.now + self.workload.next_gap_ms(), _SUBMIT, None)
 
     def _retry(self, packed: tuple[int, str]) -> None:
-        index, last = packed
+        """Not committed after ``retry_ms``: send to every replica (as PBFT clients do)."""
+        index, _last = packed
         if self.workload.is_committed(index):
             return
-        target = self.workload.pick_target(avoid=last)
-        self._client_request(target, index, self.workload.txs[index])
+        tx = self.workload.txs[index]
+        for target in self.workload.targets:
+            self._client_request(target, index, tx, retry=False)
+        self._push(self.now + self.params.workload.retry_ms, _RETRY, (index, "*"))
 
-    def _client_request(self, target: str, index: int, tx: Transaction) -> None:
+    def _client_request(
+        self, target: str, index: int, tx: Transaction, *, retry: bool = True
+    ) -> None:
         host = self.hosts[target]
         if self.trace is not None:
             self._log(f"submit {target} tx{index} {describe(tx)}")
         if host.up:
             self._step(host, ClientRequest(tx))
-        self._push(self.now + self.params.workload.retry_ms, _RETRY, (index, target))
+        if retry:
+            self._push(self.now + self.params.workload.retry_ms, _RETRY, (index, target))

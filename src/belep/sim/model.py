@@ -86,7 +86,7 @@ class NetworkParams:
 class WorkloadParams:
     """Clients submitting transactions at ``rate_per_s`` (virtual), payload sizes
     drawn log-normally around ``median_payload`` bytes, capped at ``max_payload``.
-    A transaction not committed after ``retry_ms`` is resubmitted to another replica."""
+    A transaction not committed after ``retry_ms`` is resubmitted to every replica."""
 
     rate_per_s: int = 400
     median_payload: int = 400
@@ -170,6 +170,7 @@ class SimParams:
     duration_ms: int = 3000  # fault phase
     stable_ms: int = 3000  # fault-free tail (workload stops ``drain_ms`` before the end)
     drain_ms: int = 1500
+    catchup_ms: int = 500  # lagging replicas must hold what was committed by end - drain - catchup
     faults: tuple[str, ...] = FAULT_KINDS
     byzantine: int = 0
     beyond_model: bool = False
@@ -201,6 +202,11 @@ class SimParams:
     @property
     def end_ms(self) -> int:
         return self.duration_ms + self.stable_ms
+
+    @property
+    def catchup_deadline_ms(self) -> int:
+        """Blocks committed by then must be held by every correct replica at the end."""
+        return max(self.duration_ms, self.end_ms - self.drain_ms - self.catchup_ms)
 
 
 # --------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 * :func:`run_seed` runs one seed (drawing its schedule unless one is given)
   and judges it: the first **safety** violation (from the invariant checker)
   or **liveness** failure — within the fault model, once the network has been
-  stable for ``stable_ms``: every correct replica has caught up to the
-  longest correct chain, and every client transaction has committed.
+  stable for ``stable_ms``: every client transaction has committed and every
+  correct replica has rejoined (see :func:`_judge_liveness`).
 * :func:`run_seeds` runs many seeds and :func:`summarize` turns the results
   into the JSON object ``belep sim`` prints.
 * :func:`shrink` removes faults and Byzantine behaviours one at a time while
@@ -90,17 +90,29 @@ def run_seed(
 
 
 def _judge_liveness(sim: Simulation) -> str | None:
-    height = sim.checker.height
-    lagging = [
-        f"{h.key}@{len(h.chain)}" for h in sim.hosts.values() if h.correct and len(h.chain) < height
-    ]
-    if lagging:
-        return (
-            f"correct replicas behind height {height} after the stable period: {', '.join(lagging)}"
-        )
+    """Within the model, after ``stable_ms`` of healthy network:
+
+    * every client transaction submitted (until ``drain_ms`` before the end) committed;
+    * every correct replica holds every block committed by ``catchup_deadline_ms``
+      (replicas that were down or cut off rejoined while clients were still active;
+      PBFT replicas catch up at checkpoints, so a replica may trail by the blocks of
+      the last moments).
+    """
     missing = sim.workload.uncommitted()
     if missing:
         return f"{len(missing)} of {len(sim.workload.txs)} transactions never committed (first: tx{missing[0]})"
+    deadline = sim.params.catchup_deadline_ms
+    required = sum(1 for t in sim.checker.commit_time_ms if t <= deadline)
+    lagging = [
+        f"{h.key}@{len(h.chain)}"
+        for h in sim.hosts.values()
+        if h.correct and len(h.chain) < required
+    ]
+    if lagging:
+        return (
+            f"correct replicas missing blocks committed by {deadline} ms "
+            f"(height {required}): {', '.join(lagging)}"
+        )
     return None
 
 

@@ -7,9 +7,10 @@ around ``median_payload`` bytes) and a self-describing layout that
 :func:`validate_sim_transaction` checks, so replicas' ``validate_transaction``
 accepts genuine client transactions and rejects tampered ones.
 
-A transaction not committed ``retry_ms`` after its last submission is sent
-again to another replica (as PBFT clients do), so requests sent to a crashed
-or Byzantine replica are not lost forever. Latency is measured from the first
+A transaction is first submitted to one replica chosen at random; while it
+is not committed it is sent again to *every* replica each ``retry_ms`` (as
+PBFT clients broadcast on timeout), so requests sent to a crashed or
+Byzantine replica are not lost forever. Latency is measured from the first
 submission to the first delivery by a correct replica.
 
 Invariants: payloads are unique (client id and sequence number); all draws
@@ -89,12 +90,9 @@ class Workload:
         self.tx_index[tx.tx_hash] = index
         return index, tx
 
-    def pick_target(self, avoid: str | None = None) -> str:
-        choices = self.targets
-        target = self._rng.choice(choices)
-        if target == avoid and len(choices) > 1:
-            target = self._rng.choice([t for t in choices if t != avoid])
-        return target
+    def pick_target(self) -> str:
+        """The replica a new transaction is first submitted to."""
+        return self._rng.choice(self.targets)
 
     def on_commit(self, txs: tuple[Transaction, ...], now_ms: int) -> None:
         index = self.tx_index
