@@ -278,6 +278,7 @@ def build_app(node: Node) -> Any:
                         "queued_events": s.queued_events,
                         "peers": s.peers,
                         "peers_connected": s.peers_connected,
+                        "replica_stats": s.replica_stats,
                     }
                     for s in (h.status() for h in node.hosts.values())
                 ],

@@ -125,6 +125,7 @@ class DomainStatus:
     queued_events: int
     peers: int
     peers_connected: int
+    replica_stats: dict[str, int]
 
 
 def now_ms() -> int:
@@ -328,8 +329,14 @@ class DomainHost:
         now = time.monotonic()
         if best <= self.height or now - self._last_pull < PULL_INTERVAL_S:
             return
+        if self._replica is not None and self._replica.committed_height >= best:
+            return
         self._last_pull = now
-        start = Height(self.height + 1)
+        # From the replica's own delivered height: after a restart it may be below the
+        # ledger's (the replica then delivers the stored blocks again; they are checked).
+        replica = self._replica
+        delivered = self.height if replica is None else min(self.height, replica.committed_height)
+        start = Height(delivered + 1)
         self._fetch = (peer, start, now)
         self._send(peer, self.sync_channel, encode_sync(SyncRequest(start, MAX_SYNC_BLOCKS)))
 
@@ -536,4 +543,12 @@ class DomainHost:
             queued_events=self.queued_events,
             peers=len(self.peers),
             peers_connected=sum(1 for p in self.peers if self._is_connected(p)),
+            replica_stats=self.replica_stats(),
         )
+
+    def replica_stats(self) -> dict[str, int]:
+        """The replica's own counters of ignored and invalid inputs (if it keeps them)."""
+        stats = getattr(self._replica, "stats", None)
+        if not isinstance(stats, dict):
+            return {}
+        return {str(k): int(v) for k, v in stats.items() if isinstance(v, int)}

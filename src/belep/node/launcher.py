@@ -298,12 +298,16 @@ def run_up(
             + (f"; stopping after {duration:.0f} s" if duration else "")
         )
         deadline = None if duration is None else time.monotonic() + duration
+        reported: set[str] = set()
         while deadline is None or time.monotonic() < deadline:
-            exited = network.exited()
-            if exited:
-                console.print(f"[red]node(s) exited unexpectedly:[/red] {exited}")
-                status = 1
-                break
+            for node_id, code in network.exited().items():
+                if node_id not in reported:  # a crash stops one node, not the network
+                    reported.add(node_id)
+                    status = 1
+                    console.print(
+                        f"[red]node {node_id} exited with status {code}[/red];"
+                        f" see {network.nodes[node_id].log_path}"
+                    )
             time.sleep(0.5)
     except _StopRequested:
         console.print("stopping…")

@@ -45,9 +45,12 @@ _decoders: dict[str, Callable[[Value], object]] | None = None
 
 
 def _registry() -> ModuleType | None:
+    """The registry module, or ``None`` if this build has none (a broken one raises)."""
     try:
         return importlib.import_module("belep.consensus.registry")
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "belep.consensus.registry":
+            raise
         return None
 
 
