@@ -13,7 +13,7 @@ from pbft_cluster import DOMAIN, Cluster, node_key, tx
 
 from belep.consensus.pbft import Mode
 from belep.consensus.pbft_messages import Commit, Prepare, PrePrepare
-from belep.consensus.pbft_viewchange import BUG_FORGET_PREPARED, BUG_PREPARE_QUORUM_2F
+from belep.consensus.pbft_rules import BUG_FORGET_PREPARED, BUG_PREPARE_QUORUM_2F
 from belep.ledger.block import (
     Block,
     Epoch,

@@ -10,7 +10,7 @@ from pbft_cluster import DOMAIN, GENESIS, Cluster, node_ids, node_key, tx
 from belep.consensus.certificates import BlockBodyCache, SignatureCache
 from belep.consensus.pbft import TIMER_VIEW_CHANGE, Mode
 from belep.consensus.pbft_messages import Commit, NewView, PreparedEntry, PrePrepare, ViewChange
-from belep.consensus.pbft_viewchange import (
+from belep.consensus.pbft_rules import (
     PbftRules,
     check_new_view,
     make_new_view,

@@ -142,7 +142,7 @@ def test_observers_never_vote(keys: dict[NodeId, PrivateKey]) -> None:
 
 
 def test_commit_kinds_match_the_consensus_modules() -> None:
-    from belep.consensus.pbft_viewchange import COMMIT_KIND
+    from belep.consensus.pbft_rules import COMMIT_KIND
     from belep.consensus.raft_cert import RAFT_CERT_KIND
     from belep.ledger.genesis import PROTOCOLS
 

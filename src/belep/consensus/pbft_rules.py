@@ -1,11 +1,14 @@
-"""PBFT's rules as pure functions: statements, view changes, new-view plans.
+"""PBFT's rules as pure functions: proposals, statements, view changes, new-view plans.
 
 Owns the parts of ``docs/spec/pbft.md`` that do not depend on a replica's
 mutable state, so the replica (:mod:`belep.consensus.pbft`) and tests call the
 same code:
 
 * :class:`PbftRules` — constants derived from the configuration (domain,
-  voters, quorums, watermark window, planted bugs) and :meth:`PbftRules.primary`;
+  voters, quorums, watermark window, batch size, clock skew, transaction
+  check, planted bugs) and :meth:`PbftRules.primary`;
+* :func:`check_proposal` — is a block a valid fresh proposal of a view
+  (``is_valid_proposal`` in the spec);
 * :func:`make_view_change` / :func:`check_view_change` — build and validate a
   ``ViewChange``;
 * :func:`plan_new_view` — the deterministic choice of what a new view
@@ -27,7 +30,7 @@ This module does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from belep.consensus.certificates import (
@@ -52,12 +55,14 @@ from belep.errors import (
     UnknownSigner,
 )
 from belep.ledger.block import (
+    Block,
     Digest,
     DomainId,
     Epoch,
     Height,
     NodeId,
     QuorumCertificate,
+    Transaction,
     View,
     VoteStatement,
 )
@@ -70,6 +75,7 @@ __all__ = [
     "NewViewPlan",
     "PbftRules",
     "check_new_view",
+    "check_proposal",
     "check_view_change",
     "make_new_view",
     "make_view_change",
@@ -98,6 +104,9 @@ class PbftRules:
     log_size: int
     genesis_hash: Digest
     forget_prepared: bool
+    max_batch_size: int = 500
+    max_clock_skew_ms: int = 60_000
+    validate_transaction: Callable[[Transaction], bool] = lambda _tx: True
 
     def primary(self, view: int) -> NodeId:
         """The primary of ``view``: ``members[view % n]``."""
@@ -126,6 +135,67 @@ class NewViewPlan:
     def last_height(self) -> Height:
         """The highest re-proposed height (the stable height if none)."""
         return self.reproposals[-1].height if self.reproposals else self.stable_height
+
+
+def check_proposal(
+    block: Block,
+    rules: PbftRules,
+    *,
+    view: View,
+    now_ms: int,
+    parent: tuple[Digest, int | None] | None,
+    bodies: BlockBodyCache,
+) -> None:
+    """Raise :class:`ChainError` unless ``block`` is a valid fresh proposal in ``view``.
+
+    The header names this domain and epoch, ``view`` and its primary; the
+    block holds at most ``max_batch_size`` distinct transactions that match
+    its root and each pass the application's check; its timestamp is within
+    ``max_clock_skew_ms`` of ``now_ms``; and, when the parent (hash, timestamp)
+    is known, it links to it and is not older than it.
+    """
+    header = block.header
+    primary = rules.primary(view)
+    if (
+        header.domain != rules.domain
+        or header.epoch != rules.epoch
+        or header.view != view
+        or header.proposer != primary
+    ):
+        raise ChainError(
+            "block header does not match the view",
+            expected=(rules.domain, rules.epoch, view, primary),
+            found=(header.domain, header.epoch, header.view, header.proposer),
+        )
+    if len(block.transactions) > rules.max_batch_size:
+        raise ChainError(
+            "block too large", expected=f"<= {rules.max_batch_size}", found=len(block.transactions)
+        )
+    if abs(header.timestamp_ms - now_ms) > rules.max_clock_skew_ms:
+        raise ChainError(
+            "block timestamp too far from local time",
+            expected=f"{now_ms} ± {rules.max_clock_skew_ms}",
+            found=header.timestamp_ms,
+        )
+    if parent is not None:
+        parent_hash, parent_ts = parent
+        if header.prev_hash != parent_hash:
+            raise ChainError(
+                "block does not extend the chain", expected=parent_hash, found=header.prev_hash
+            )
+        if parent_ts is not None and header.timestamp_ms < parent_ts:
+            raise ChainError(
+                "block timestamp before its parent's",
+                expected=f">= {parent_ts}",
+                found=header.timestamp_ms,
+            )
+    if len({tx.tx_hash for tx in block.transactions}) != len(block.transactions):
+        raise ChainError("block repeats a transaction", where=f"height {header.height}")
+    bodies.check(block)
+    validate = rules.validate_transaction
+    for tx in block.transactions:
+        if not validate(tx):
+            raise ChainError("block carries an invalid transaction", found=tx.tx_hash)
 
 
 def make_view_change(
