@@ -149,3 +149,15 @@ def test_add_file_reports_sha256_and_pins_only_on_success(tmp_path: Path) -> Non
     with pytest.raises(OSError, match="device removed"):
         add_file(Broken(), store)
     assert store.pins() == [result.cid]
+
+
+def test_bench_content_runs_end_to_end(tmp_path: Path) -> None:
+    from belep.commands.bench_content import run
+
+    report = run(size_mib=1, rss_size_mib=1, repeat=1, base=tmp_path)
+    assert set(report.seconds) == {"sha256", "cid", "add", "add --no-sync", "write floor", "get"}
+    assert report.ratio("sha256") == 1.0
+    assert set(report.rss) == {"belep add", "belep get", "belep cid", "belep --version"}
+    assert all(peak > 10_000_000 for _, peak in report.rss.values())
+    assert json.dumps(report.to_json())
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is removed

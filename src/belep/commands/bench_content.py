@@ -14,7 +14,9 @@ measures, on that same file, in this order:
   no hashing at all — what the filesystem alone costs;
 * ``get``: exporting the file back from the store, every block re-hashed.
 
-Each figure is the best of ``--repeat`` runs with the file in the page cache.
+Each figure is the best of ``--repeat`` rounds with the file in the page
+cache; a round runs every operation once, in turn, so load from other
+processes on a shared machine hits all of them alike.
 Then peak RSS is measured for ``belep add`` and ``belep get`` of a larger
 file (1 GiB by default) in child processes, each reporting the high-water
 mark of its own address space (``VmHWM``) when it exits.
@@ -104,13 +106,18 @@ def get_file(cid: str, store_dir: Path, out: Path) -> None:
             handle.write(piece)
 
 
-def _best(repeat: int, action: Callable[[], object], cleanup: Callable[[], None]) -> float:
-    best = float("inf")
+def _best_interleaved(
+    repeat: int, actions: dict[str, Callable[[], object]], cleanup: Callable[[], None]
+) -> dict[str, float]:
+    """Best time of each action over ``repeat`` rounds; each round runs every
+    action once, in turn, so a burst of load from elsewhere hits them alike."""
+    best = dict.fromkeys(actions, float("inf"))
     for _ in range(repeat):
-        cleanup()
-        started = time.perf_counter()
-        action()
-        best = min(best, time.perf_counter() - started)
+        for name, action in actions.items():
+            cleanup()
+            started = time.perf_counter()
+            action()
+            best[name] = min(best[name], time.perf_counter() - started)
     cleanup()
     return best
 
@@ -221,18 +228,25 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
             out.unlink(missing_ok=True)
 
         cid = cid_file(data)
-        seconds = {
-            "sha256": _best(repeat, lambda: sha256_file(data), clean),
-            "cid": _best(repeat, lambda: cid_file(data), clean),
-            "add": _best(repeat, lambda: add_path(data, store, sync=True), clean),
-            "add --no-sync": _best(repeat, lambda: add_path(data, store, sync=False), clean),
-            "write floor": _best(repeat, lambda: write_floor(data, floor), clean),
-        }
-        add_path(data, store, sync=True)
-        seconds["get"] = _best(repeat, lambda: get_file(cid, store, out), lambda: None)
+        kept = work / "kept"
+        add_path(data, kept, sync=True)
+        seconds = _best_interleaved(
+            repeat,
+            {
+                "sha256": lambda: sha256_file(data),
+                "cid": lambda: cid_file(data),
+                "add": lambda: add_path(data, store, sync=True),
+                "add --no-sync": lambda: add_path(data, store, sync=False),
+                "write floor": lambda: write_floor(data, floor),
+                "get": lambda: get_file(cid, kept, out),
+            },
+            clean,
+        )
+        get_file(cid, kept, out)
         if sha256_file(out) != sha256_file(data):
             raise RuntimeError("exported file differs from the original")
         clean()
+        shutil.rmtree(kept)
         data.unlink()
 
         big = work / "big.bin"
@@ -282,7 +296,7 @@ _DEFAULT_DIR = Path(tempfile.gettempdir())
 def content_bench(
     size_mib: Annotated[int, typer.Option(min=1, help="Size of the timed file.")] = 256,
     rss_size_mib: Annotated[int, typer.Option(min=1, help="Size of the RSS file.")] = 1024,
-    repeat: Annotated[int, typer.Option(min=1, help="Runs per timing (best kept).")] = 3,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds (best time kept).")] = 5,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the temporary files go.", file_okay=False)
     ] = _DEFAULT_DIR,
