@@ -89,7 +89,9 @@ class Blockstore:
 
     def block_path(self, cid: Cid) -> Path:
         """Where the block of ``cid`` lives (whether or not it exists)."""
-        key = block_key(cid)
+        return self._key_path(block_key(cid))
+
+    def _key_path(self, key: str) -> Path:
         return self._blocks / key[-3:-1] / key
 
     # -- reading -------------------------------------------------------
@@ -122,13 +124,13 @@ class Blockstore:
             ) from exc
         return data
 
-    def is_intact(self, cid: Cid, size: int | None = None) -> bool:
+    def is_intact(self, cid: Cid, size: int | None = None, *, path: Path | None = None) -> bool:
         """True if the block is stored and its bytes still match ``cid``.
 
         Writers call this before skipping a block that already exists, so
         adding a file again heals a block that has rotted on disk.
         """
-        path = self.block_path(cid)
+        path = path or self.block_path(cid)
         try:
             if size is not None and path.stat().st_size != size:
                 return False
@@ -379,9 +381,9 @@ class BlockWriter:
     # -- internals -----------------------------------------------------
 
     def _write(self, cid: Cid, key: str, parts: Sequence[BlockPart]) -> None:
-        final = self._store.block_path(cid)
+        final = self._store._key_path(key)
         size = sum(len(part) for part in parts)
-        if self._store.is_intact(cid, size):
+        if self._store.is_intact(cid, size, path=final):
             return
         temporary = self._store._tmp / f"{key}.{os.getpid()}.{id(self)}"
         try:
