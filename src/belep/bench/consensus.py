@@ -275,11 +275,15 @@ async def _measure(
     timeout = httpx.Timeout(COMMIT_WAIT_MS / 1000 + 15.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
         targets = list(bench.voters)
+        leader = await bench.leader(http)
         if submit_to == "leader":
-            leader = await bench.leader(http)
             if leader is None:
                 raise NetworkError("no leader reported by the voters")
             targets = [leader]
+        elif leader is not None:
+            # The leader first: a window smaller than the voter count goes to it.
+            targets.remove(leader)
+            targets.insert(0, leader)
         urls = [
             f"{bench.url(t)}/v1/domains/{bench.domain}/transactions/batch?wait={COMMIT_WAIT_MS}"
             for t in targets

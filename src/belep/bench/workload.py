@@ -75,12 +75,14 @@ def _sign_range(seed: int, start: int, count: int, timestamp_ms: int) -> list[by
     return out
 
 
-def presign(count: int, *, seed: int, timestamp_ms: int, workers: int = 2) -> list[bytes]:
-    """``count`` distinct signed records (sequence numbers ``0..count-1``)."""
+def presign(
+    count: int, *, seed: int, timestamp_ms: int, first: int = 0, workers: int = 2
+) -> list[bytes]:
+    """``count`` distinct signed records (sequence numbers ``first..first+count-1``)."""
     if count <= 0:
         return []
-    starts = list(range(0, count, _CHUNK))
-    sizes = [min(_CHUNK, count - s) for s in starts]
+    starts = list(range(first, first + count, _CHUNK))
+    sizes = [min(_CHUNK, first + count - s) for s in starts]
     if workers <= 1 or len(starts) == 1:
         chunks: Sequence[list[bytes]] = [
             _sign_range(seed, s, n, timestamp_ms) for s, n in zip(starts, sizes, strict=True)
