@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from belep.consensus.hpbft import HpbftReplica
+from belep.consensus.hpbft_messages import HPBFT_MESSAGES
 from belep.consensus.messages import TYPE_KEY, WireMessage
 from belep.consensus.pbft import PbftReplica
 from belep.consensus.pbft_messages import PBFT_MESSAGE_DECODERS
@@ -44,11 +46,13 @@ MessageDecoder = Callable[[Value], object]
 PROTOCOLS: dict[str, ReplicaFactory] = {
     "pbft": PbftReplica,
     "raft": RaftReplica,
+    "hpbft": HpbftReplica,
 }
 
 _DECODER_MAPS: tuple[Mapping[str, MessageDecoder], ...] = (
     PBFT_MESSAGE_DECODERS,
     RAFT_MESSAGE_DECODERS,
+    HPBFT_MESSAGES,
 )
 
 
