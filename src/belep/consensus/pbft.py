@@ -85,6 +85,10 @@ from belep.errors import ProtocolViolation, ValidationError
 
 __all__ = ["Mode", "PbftReplica", "PbftSlot"]
 
+#: View changes kept per replica (its highest views), to form new-views and to answer
+#: peers still waiting in a view this replica left.
+OWN_VIEW_CHANGES_KEPT = 4
+
 
 class PbftReplica(PbftCore):
     """One PBFT replica: ``handle(event, now_ms) -> effects``."""
@@ -221,7 +225,10 @@ class PbftReplica(PbftCore):
             entries,
         )
         self._own_vc = vc
-        self._vcs[self._id] = vc
+        self._own_vcs[vc.new_view] = vc
+        for old in sorted(self._own_vcs)[:-OWN_VIEW_CHANGES_KEPT]:
+            del self._own_vcs[old]
+        self._store_view_change(vc)
         self._fx.append(Broadcast(self._others, vc))
         self._fx.append(SetTimer(TIMER_VIEW_CHANGE, self._timeout()))
 
@@ -231,31 +238,44 @@ class PbftReplica(PbftCore):
             return
         nv = self._last_new_view
         if nv is not None and vc.new_view <= nv.view:
-            self._resend_new_view(sender, nv)
+            self._resend(sender, nv, nv.view)
+        elif vc.new_view < self._view and vc.new_view in self._own_vcs:
+            # We left that view without a new-view; the sender is still waiting for a
+            # quorum of view changes for it, and ours (still accurate: we have not
+            # voted since) may complete it.
+            self._resend(sender, self._own_vcs[vc.new_view], vc.new_view)
         if vc.new_view < self._view or (vc.new_view == self._view and self._mode is Mode.NORMAL):
             self.stats["ignored.view-change-stale"] += 1
             return
-        known = self._vcs.get(sender)
-        if known is not None and known.new_view >= vc.new_view:
+        if vc.new_view in self._vcs.get(sender, {}):
             return
         check_view_change(vc, self._rules, self._cache, self._bodies)
-        self._vcs[sender] = vc
+        self._store_view_change(vc)
         if self._mode in (Mode.NORMAL, Mode.VIEW_CHANGE):
             self._maybe_join_view_change()
             self._check_view_change_quorum()
 
-    def _resend_new_view(self, peer: NodeId, nv: NewView) -> None:
-        """Send our new-view to a peer still asking for that view (at most once per timeout)."""
-        last = self._nv_sent.get(peer)
-        if last is not None and last[0] == nv.view and self._now - last[1] < self._timeout():
+    def _resend(self, peer: NodeId, message: NewView | ViewChange, view: View) -> None:
+        """Answer a peer stuck in ``view`` (at most once per timeout per peer and view)."""
+        last = self._resent.get(peer)
+        if last is not None and last[0] == view and self._now - last[1] < self._timeout():
             return
-        self._nv_sent[peer] = (nv.view, self._now)
-        self._fx.append(Send(peer, nv))
+        self._resent[peer] = (view, self._now)
+        self._fx.append(Send(peer, message))
+
+    def _store_view_change(self, vc: ViewChange) -> None:
+        """Keep a valid view change; each replica's few highest views only (bounded memory)."""
+        views = self._vcs.setdefault(vc.replica, {})
+        views[vc.new_view] = vc
+        for old in sorted(views)[:-OWN_VIEW_CHANGES_KEPT]:
+            del views[old]
 
     def _maybe_join_view_change(self) -> None:
         """Join when f+1 others asked for later views (at least one of them is correct)."""
         higher = sorted(
-            vc.new_view for p, vc in self._vcs.items() if p != self._id and vc.new_view > self._view
+            max(views)
+            for p, views in self._vcs.items()
+            if p != self._id and max(views) > self._view
         )
         need = self.config.f + 1
         if len(higher) >= need:
@@ -265,7 +285,7 @@ class PbftReplica(PbftCore):
         if self._mode is not Mode.VIEW_CHANGE:
             return
         view = self._view
-        vcs = [vc for vc in self._vcs.values() if vc.new_view == view]
+        vcs = [views[view] for views in self._vcs.values() if view in views]
         if len(vcs) < self._rules.quorum:
             return
         if not self._vc_quorum:
@@ -312,7 +332,12 @@ class PbftReplica(PbftCore):
         self._last_new_view = nv
         self._vc_quorum = False
         self._fx.append(CancelTimer(TIMER_VIEW_CHANGE))
-        self._vcs = {p: vc for p, vc in self._vcs.items() if vc.new_view > view}
+        for p in list(self._vcs):
+            later = {w: vc for w, vc in self._vcs[p].items() if w > view}
+            if later:
+                self._vcs[p] = later
+            else:
+                del self._vcs[p]
         self._prepares.prune(lambda _k, v, _h: v >= view)
         self._commits.prune(lambda _k, v, _h: v >= view)
         self._persist_meta()

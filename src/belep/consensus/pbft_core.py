@@ -83,7 +83,7 @@ from belep.consensus.types import (
 from belep.encoding import encode
 from belep.ledger.block import make_block
 
-__all__ = ["EPOCH", "MAX_BACKOFF", "Mode", "PbftCore", "PbftSlot"]
+__all__ = ["EPOCH", "MAX_BACKOFF", "Mode", "PbftCore", "PbftSlot", "pbft_quorum"]
 
 TIMER_BATCH = TimerId("pbft/batch")
 TIMER_FORWARD = TimerId("pbft/forward")
@@ -94,6 +94,16 @@ TIMER_TRANSFER = TimerId("pbft/transfer")
 #: Timeouts double per consecutive failed view change, up to 2**MAX_BACKOFF times.
 MAX_BACKOFF = 10
 EPOCH = Epoch(0)
+
+
+def pbft_quorum(n: int, f: int) -> int:
+    """Votes a certificate needs: ``2f + 1`` when ``n = 3f + 1``, ``⌈(n + f + 1) / 2⌉`` in general.
+
+    Any two quorums then share at least ``f + 1`` members, so at least one
+    correct member, whatever ``n`` is (with ``n = 5`` and ``f = 1``, ``2f + 1 = 3``
+    would not: two sets of 3 may meet only in a faulty member).
+    """
+    return max(2 * f + 1, (n + f) // 2 + 1)
 
 
 class Mode(enum.Enum):
@@ -130,7 +140,7 @@ class PbftCore:
         self._others = tuple(m for m in members if m != self._id)
         self._audience = tuple(p for p in (*members, *config.observers) if p != self._id)
         bugs = config.planted_bugs
-        quorum = config.bft_quorum
+        quorum = pbft_quorum(config.n, config.f)
         prepare_quorum = max(2 * config.f, 1) if BUG_PREPARE_QUORUM_2F in bugs else quorum
         size = log_size(config.checkpoint_interval, config.window)
         self._rules = PbftRules(
@@ -175,11 +185,12 @@ class PbftCore:
         self._floor = -1
         self._backoff = 0
         self._own_vc: ViewChange | None = None
-        self._vcs: dict[NodeId, ViewChange] = {}
+        self._vcs: dict[NodeId, dict[View, ViewChange]] = {}  # valid view changes, by replica
         self._vc_quorum = False
         self._vc_stage = 0
         self._last_new_view: NewView | None = None
-        self._nv_sent: dict[NodeId, tuple[View, int]] = {}  # peer -> (view, time) last resent
+        self._own_vcs: dict[View, ViewChange] = {}  # recent own view changes, by view
+        self._resent: dict[NodeId, tuple[View, int]] = {}  # peer -> (view, time) last answered
         self._early: list[tuple[NodeId, PrePrepare]] = []
         self._status_views: dict[NodeId, View] = {}
         # chain state
