@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import typer
 
-from belep.commands import bench_content, bench_ledger, bench_net, bench_sim
+from belep.commands import bench_consensus, bench_content, bench_ledger, bench_net, bench_sim
 
 bench_app = typer.Typer(
     help="Benchmarks (results with command, machine and date go in docs/BENCHMARKS.md).",
     no_args_is_help=True,
 )
 
-for _module in (bench_ledger, bench_content, bench_sim, bench_net):
+for _module in (bench_ledger, bench_content, bench_sim, bench_net, bench_consensus):
     _module.register(bench_app)
 
 

@@ -1,0 +1,178 @@
+"""`belep bench` subcommands for the network experiments: `consensus` and `sweep`.
+
+``belep bench consensus`` measures one load point on a fresh local network;
+``belep bench sweep`` draws the paper's figures 7 and 8 for several
+protocols and the PySyncObj reference in one run. Methods:
+:mod:`belep.bench.consensus`, :mod:`belep.bench.sweep`; results go in
+``docs/BENCHMARKS.md`` (## Network).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from belep.errors import BelepError
+
+PROTOCOL_HELP = "pbft, hpbft, raft (BELEP), or pysyncobj (the reference Raft library)."
+
+
+def _fail(exc: BelepError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2)
+
+
+def _row(r: dict[str, Any]) -> str:
+    load = f"rate {r['offered_tps']:g}" if r["offered_tps"] is not None else f"window {r['window']}"
+    cpu = sum(r["cpu_percent"].values())
+    return (
+        f"{r['system']:<9} {r['protocol']:<5} {r['nodes']}+{r['standbys']}  {load:<12} "
+        f"committed {r['committed_tps']:>8.1f} tx/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
+        f"nodes CPU {cpu:.0f}%  client {r['cpu_client_percent']:.0f}%  "
+        f"timeouts {r['timeouts']}  errors {r['errors']}"
+    )
+
+
+def _hpbft_shape(text: str) -> tuple[int, int]:
+    seats, _, standbys = text.partition("+")
+    try:
+        return int(seats), int(standbys or 0)
+    except ValueError:
+        raise typer.BadParameter("give SEATS+STANDBYS, e.g. 4+3", param_hint="--hpbft") from None
+
+
+def register(bench_app: typer.Typer) -> None:
+    """Add this area's benchmark commands to `belep bench`."""
+
+    @bench_app.command("consensus")
+    def consensus(
+        protocol: Annotated[str, typer.Option("--protocol", help=PROTOCOL_HELP)] = "hpbft",
+        nodes: Annotated[int, typer.Option("--nodes", min=1, help="Voters (HPBFT: seats).")] = 4,
+        standbys: Annotated[
+            int, typer.Option("--standbys", min=0, help="Upper-level standbys (observers).")
+        ] = 0,
+        duration: Annotated[float, typer.Option("--duration", min=0.5, help="Measured s.")] = 10.0,
+        warmup: Annotated[float, typer.Option("--warmup", min=0.0, help="Unmeasured s.")] = 3.0,
+        rate: Annotated[
+            float | None, typer.Option("--rate", help="Open loop: offered tx/s.")
+        ] = None,
+        window: Annotated[
+            int | None, typer.Option("--window", help="Closed loop: tx outstanding.")
+        ] = None,
+        submit_to: Annotated[
+            str, typer.Option("--submit-to", help="all (voters, leader first) or leader.")
+        ] = "all",
+        keep_dir: Annotated[
+            Path | None, typer.Option("--dir", help="Generate the network here and keep it.")
+        ] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Record and key seed.")] = 1,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ) -> None:
+        """One load point on a fresh local network of separate node processes (127.0.0.1)."""
+        from belep.bench.consensus import BenchNetwork, LoadSpec, measure_point
+        from belep.bench.pysyncobj_bench import PySyncObjCluster
+        from belep.bench.workload import presign
+
+        if submit_to not in ("all", "leader"):
+            raise typer.BadParameter("all or leader", param_hint="--submit-to")
+        try:
+            spec = LoadSpec(rate=rate, window=window, warmup=warmup, duration=duration)
+            if protocol == "pysyncobj":
+                with PySyncObjCluster.start(nodes, seed=seed) as cluster:
+                    sample = presign(1, seed=seed, timestamp_ms=int(time.time() * 1000))
+                    result = cluster.measure(spec, tx_bytes=len(sample[0]))
+            else:
+                records = presign(
+                    spec.budget(8000.0), seed=seed, timestamp_ms=int(time.time() * 1000)
+                )
+                with BenchNetwork.start(protocol, nodes, standbys, directory=keep_dir) as network:
+                    result = measure_point(
+                        network,
+                        spec,
+                        iter(records),
+                        tx_bytes=max(len(r) for r in records),
+                        submit_to=submit_to,
+                    )
+        except BelepError as exc:
+            raise _fail(exc) from exc
+        body = result.to_dict()
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else _row(body))
+
+    @bench_app.command("sweep")
+    def sweep(
+        protocols: Annotated[
+            str, typer.Option("--protocols", help="Comma-separated; " + PROTOCOL_HELP)
+        ] = "pbft,hpbft,raft,pysyncobj",
+        nodes: Annotated[
+            int, typer.Option("--nodes", min=1, help="Voters of pbft, raft, pysyncobj.")
+        ] = 7,
+        hpbft: Annotated[str, typer.Option("--hpbft", help="HPBFT seats+standbys.")] = "4+3",
+        rates: Annotated[
+            str, typer.Option("--rates", help="Offered loads (tx/s), comma-separated.")
+        ] = "250,500,1000,1500,2000,3000,4000",
+        light_window: Annotated[
+            int, typer.Option("--light-window", min=0, help="Window of the light point (0: none).")
+        ] = 1,
+        duration: Annotated[float, typer.Option("--duration", min=0.5)] = 8.0,
+        warmup: Annotated[float, typer.Option("--warmup", min=0.0)] = 2.0,
+        seed: Annotated[int, typer.Option("--seed")] = 1,
+        plot: Annotated[Path | None, typer.Option("--plot", help="Write figures 7/8 here.")] = None,
+        out: Annotated[Path | None, typer.Option("--out", help="Write all results (JSON).")] = None,
+        replot: Annotated[
+            Path | None, typer.Option("--from", help="Plot a saved --out file; measure nothing.")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    ) -> None:
+        """Throughput and latency against offered load for each protocol (figures 7 and 8)."""
+        from belep.bench.stats import ConsensusResult, machine_info
+        from belep.bench.sweep import parse_system, plot_sweep, run_sweep
+
+        machine = machine_info()
+        if replot is not None:
+            saved = json.loads(replot.read_text(encoding="utf-8"))
+            rows: list[dict[str, Any]] = saved["results"]
+            machine = saved.get("machine", machine)
+        else:
+            try:
+                shape = _hpbft_shape(hpbft)
+                plans = [parse_system(p, nodes, shape) for p in protocols.split(",") if p.strip()]
+                rate_list = [float(r) for r in rates.split(",") if r.strip()]
+            except ValueError:
+                raise typer.BadParameter("rates must be numbers", param_hint="--rates") from None
+            except BelepError as exc:
+                raise _fail(exc) from exc
+
+            def progress(result: ConsensusResult) -> None:
+                if not as_json:
+                    typer.echo(_row(result.to_dict()))
+
+            try:
+                results = run_sweep(
+                    plans,
+                    rate_list,
+                    warmup=warmup,
+                    duration=duration,
+                    light_window=light_window or None,
+                    seed=seed,
+                    progress=progress,
+                )
+            except BelepError as exc:
+                raise _fail(exc) from exc
+            rows = [r.to_dict() for r in results]
+        document = {"machine": machine, "results": rows}
+        if out is not None:
+            out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        if plot is not None:
+            subtitle = (
+                f"{machine.get('cpu')} ({machine.get('cpus')} CPUs), Python {machine.get('python')},"
+                f" {machine.get('date')}; every node a separate process on 127.0.0.1"
+            )
+            plot_sweep(rows, plot, subtitle=subtitle)
+            if not as_json:
+                typer.echo(f"wrote {plot}")
+        if as_json:
+            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
