@@ -22,7 +22,7 @@ from belep.encoding import encode
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.genesis import read_genesis
 from belep.ledger.store import BlockStore
-from belep.ledger.verify import verify_chain
+from belep.node.chaincheck import verify_domain_chain
 from belep.node.launcher import LocalNetwork
 from belep.node.provision import provision
 from belep.node.topology import parse_topology
@@ -137,11 +137,14 @@ def statuses(network: LocalNetwork, http: httpx.Client) -> dict[str, dict[str, i
 
 
 def wait_converged(
-    network: LocalNetwork, minimum: dict[str, int], timeout_s: float
+    network: LocalNetwork, minimum: dict[str, int], timeout_s: float, quiet_s: float = 2.5
 ) -> dict[str, int]:
-    """Wait until every node reports the same height per domain, at least ``minimum``."""
+    """Wait until every node reports the same height per domain, at least ``minimum``,
+    unchanged for ``quiet_s`` (anchors stop once the child chain stops growing)."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, dict[str, int]] = {}
+    agreed: dict[str, int] | None = None
+    since = 0.0
     with httpx.Client() as http:
         while time.monotonic() < deadline:
             last = statuses(network, http)
@@ -153,7 +156,11 @@ def wait_converged(
                 if all(len(h) == 1 for h in heights.values()) and all(
                     next(iter(heights[d])) >= m for d, m in minimum.items()
                 ):
-                    return {d: next(iter(h)) for d, h in heights.items()}
+                    current = {d: next(iter(h)) for d, h in heights.items()}
+                    if current != agreed:
+                        agreed, since = current, time.monotonic()
+                    elif time.monotonic() - since >= quiet_s:
+                        return current
             time.sleep(0.3)
     raise AssertionError(f"nodes did not converge within {timeout_s} s: {last}")
 
@@ -168,8 +175,8 @@ def read_chains(network: LocalNetwork, domain: str) -> dict[str, list[bytes]]:
         directory = node_domain_dir(node.config.data_dir, domain)
         genesis = read_genesis(directory.genesis_path)
         with BlockStore.open(directory.chain_path, genesis, readonly=True) as store:
-            report = verify_chain(store, genesis)
-            assert report.ok, (node_id, report.finding)
+            check = verify_domain_chain(store, genesis)
+            assert check.ok, (node_id, domain, check.problem)
             tip = store.tip().height
             chains[node_id] = [store.get_header(h).block_hash for h in range(1, tip + 1)]
     return chains

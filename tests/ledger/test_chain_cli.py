@@ -135,7 +135,7 @@ def test_info_show_and_proof(tmp_path: Path, genesis: Genesis, keys: dict[NodeId
 
 @pytest.mark.slow
 def test_demo_detects_the_tampering(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    result = runner.invoke(app, ["demo", "ledger", "--dir", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert "both edits detected at height 3" in result.output
     # The files it leaves behind tell the same story through `belep chain verify`.

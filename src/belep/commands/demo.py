@@ -1,4 +1,4 @@
-"""`belep demo`: a short, self-checking walkthrough of the ledger (what `make demo` runs).
+"""`belep demo ledger`: a short, self-checking walkthrough of the ledger (`belep demo` runs the network).
 
 Until the node exists, the demo shows the ledger's promise end to end: four
 validators with fresh keys, a genesis, a chain of certified blocks carrying
@@ -239,10 +239,52 @@ def _verify(domain_dir: DomainDir, out: Console) -> VerifyReport:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``belep demo`` to the root application."""
+    """Add ``belep demo`` (the live network) and ``belep demo ledger`` to the root application."""
+    demo_app = typer.Typer(
+        help="Demos: the live three-level network (default) and the offline ledger walkthrough.",
+        no_args_is_help=False,
+    )
 
-    @app.command("demo")
-    def demo_command(
+    @demo_app.callback(invoke_without_command=True)
+    def demo_network(
+        ctx: typer.Context,
+        directory: Annotated[
+            Path | None,
+            typer.Option(
+                "--dir", help="Generate the network here and keep it (default: a temp dir)."
+            ),
+        ] = None,
+        duration: Annotated[
+            float | None,
+            typer.Option(
+                "--duration", help="Stop after this many seconds (default: run until Ctrl-C)."
+            ),
+        ] = None,
+        base_port: Annotated[int | None, typer.Option("--base-port", help="First port.")] = None,
+    ) -> None:
+        """Start the demo network, commit the paper's table 1, show it everywhere, verify; run until Ctrl-C."""
+        if ctx.invoked_subcommand is not None:
+            return
+        from belep.errors import BelepError
+        from belep.node.demo import run_network_demo
+
+        out = Console()
+        keep = directory is not None
+        work = directory if directory is not None else Path(tempfile.mkdtemp(prefix="belep-net-"))
+        try:
+            ok = run_network_demo(out, work, duration, base_port)
+        except BelepError as exc:
+            out.print(f"[red]error:[/red] {exc}")
+            ok = False
+        finally:
+            if keep:
+                out.print(f"network kept in {work}; restart it with: belep up --dir {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        raise typer.Exit(0 if ok else 1)
+
+    @demo_app.command("ledger")
+    def demo_ledger(
         directory: Annotated[
             Path | None,
             typer.Option("--dir", help="Work here and keep the files (default: a temp dir)."),
@@ -265,3 +307,5 @@ def register(app: typer.Typer) -> None:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         raise typer.Exit(0 if ok else 1)
+
+    app.add_typer(demo_app, name="demo")

@@ -126,7 +126,7 @@ def build_app(node: Node) -> Any:
             validator.remember(tx.tx_hash, False)
             return tx.tx_hash, str(exc)
         validator.remember(tx.tx_hash, True)
-        node.commits.submitted(tx.tx_hash)
+        node.commits.submitted(domain, tx)
         node.hosts[domain].submit(tx)
         return tx.tx_hash, ""
 

@@ -38,8 +38,9 @@ from belep.app.envelope import EnvelopeValidator
 from belep.consensus.types import ReplicaConfig
 from belep.content.blockstore import Blockstore
 from belep.crypto import PublicKey, read_private_key
-from belep.errors import ConfigError, StorageError
-from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate
+from belep.encoding import decode, encode, expect_bytes, expect_list
+from belep.errors import ConfigError, StorageError, ValidationError
+from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate, Transaction
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.genesis import read_genesis
 from belep.ledger.store import BlockStore
@@ -65,6 +66,10 @@ __all__ = ["Node", "run_node"]
 log = logging.getLogger("belep.node")
 
 TICK_S = 0.25
+#: A transaction submitted here and still uncommitted after this long is relayed to the
+#: domain's other voters (once), in case this node's replica cannot get it proposed.
+RELAY_AFTER_S = 3.0
+RELAY_BATCH = 2000
 GOSSIP_EVERY_TICKS = 2
 ANCHOR_SCAN_BLOCKS = 2000
 
@@ -284,11 +289,50 @@ class Node:
             if host is not None:
                 host.on_sync(peer, payload)
                 return
+        if sep and suffix == "tx":
+            host = self.hosts.get(DomainId(domain))
+            if host is not None:
+                self._on_relayed(host, peer, payload)
+                return
         log.warning(
             "message on an unknown channel from %s",
             peer,
             extra={"event": "node.unknown_channel", "peer": peer, "channel": channel[:64]},
         )
+
+    def _on_relayed(self, host: DomainHost, peer: NodeId, payload: bytes) -> None:
+        """Transactions another voter relays because they stayed uncommitted there."""
+        if host.role != "voter" or peer not in host.config.members:
+            return
+        try:
+            items = expect_list(decode(payload), "relayed transactions")
+            txs = [Transaction(expect_bytes(item, "transaction")) for item in items[:RELAY_BATCH]]
+        except ValidationError:
+            host.decode_errors += 1
+            return
+        validator = self.validators[host.domain]
+        for tx in txs:
+            if validator.is_valid(tx):
+                host.submit(tx)
+
+    def _relay_overdue(self) -> None:
+        overdue = self.commits.overdue(RELAY_AFTER_S)
+        by_domain: dict[DomainId, list[bytes]] = {}
+        for domain, tx in overdue:
+            by_domain.setdefault(domain, []).append(tx.payload)
+        for domain, payloads in by_domain.items():
+            host = self.hosts[domain]
+            channel = f"{domain}/tx"
+            for start in range(0, len(payloads), RELAY_BATCH):
+                message = encode(payloads[start : start + RELAY_BATCH])
+                for voter in host.config.members:
+                    if voter != self.node_id:
+                        self._send(voter, channel, message)
+            log.info(
+                "relayed %d uncommitted transactions to the other voters",
+                len(payloads),
+                extra={"event": "node.relay", "domain": domain},
+            )
 
     def _on_commit(self, domain: DomainId, block: Block, _certificate: QuorumCertificate) -> None:
         self.transactions_committed[domain] += len(block.transactions)
@@ -316,6 +360,7 @@ class Node:
                 host.check_fetch_timeout()
                 if ticks % GOSSIP_EVERY_TICKS == 0:
                     host.gossip_tip()
+            self._relay_overdue()
             if self.anchorers:
                 tips = {d: (h.height, h.tip_hash) for d, h in self.hosts.items()}
                 now = now_ms()
