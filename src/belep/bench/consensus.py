@@ -47,6 +47,7 @@ import httpx
 
 from belep.bench.loadgen import BatchOutcome, Recorder, run_closed_loop, run_open_loop
 from belep.bench.stats import ConsensusResult, CpuMeter, summarize
+from belep.bench.workload import RecordStream
 from belep.encoding import encode
 from belep.errors import ConfigError, NetworkError
 from belep.node.launcher import LocalNetwork
@@ -351,6 +352,7 @@ def measure_point(
     submit_to: str = "all",
 ) -> ConsensusResult:
     """Run one load point against a running network."""
+    signed_before = payloads.signed_on_demand if isinstance(payloads, RecordStream) else 0
     recorder, per_node, client, machine, blocks = asyncio.run(
         _measure(bench, spec, payloads, submit_to)
     )
@@ -359,6 +361,11 @@ def measure_point(
     notes = []
     if spec.mode == "closed" and recorder.submitted == 0:
         notes.append("no batch was sent inside the window")
+    if isinstance(payloads, RecordStream) and payloads.signed_on_demand > signed_before:
+        notes.append(
+            f"the client signed {payloads.signed_on_demand - signed_before} records during the"
+            " run (presigned pool too small): its CPU competed with the nodes"
+        )
     return ConsensusResult(
         system="belep",
         protocol=bench.protocol,

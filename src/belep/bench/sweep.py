@@ -17,14 +17,13 @@ result): the system is past saturation and the longer queues only add
 time-outs.
 
 Records: one pool of signed records for the whole run (distinct sequence
-numbers per point), made before any network starts.
+numbers per point), made (or read from the cache) before any network starts.
 
 I/O: child processes (through the network classes), the PNG file.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 from belep.bench.consensus import BenchNetwork, LoadSpec, measure_point
 from belep.bench.pysyncobj_bench import PySyncObjCluster
 from belep.bench.stats import ConsensusResult
-from belep.bench.workload import presign
+from belep.bench.workload import RecordStream, presign_cached
 from belep.errors import ConfigError
 
 __all__ = ["SystemPlan", "parse_system", "plot_sweep", "run_sweep", "run_system"]
@@ -150,13 +149,12 @@ def run_sweep(
     belep_systems = sum(1 for p in plans if p.protocol != "pysyncobj")
     per_system = sum(s.budget(CLOSED_CEILING_TPS) for s in specs)
     # One pool serves every BELEP network (each network dedups only its own transactions).
-    pool = presign(
-        per_system if belep_systems else 1, seed=seed, timestamp_ms=int(time.time() * 1000)
-    )
+    pool = presign_cached(per_system if belep_systems else 1, seed=seed)
     tx_bytes = max(len(p) for p in pool)
     results: list[ConsensusResult] = []
     for plan in plans:
-        results.extend(run_system(plan, specs, iter(pool), tx_bytes=tx_bytes, progress=progress))
+        records = RecordStream(pool, seed=seed)
+        results.extend(run_system(plan, specs, records, tx_bytes=tx_bytes, progress=progress))
     return results
 
 

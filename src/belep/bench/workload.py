@@ -15,20 +15,32 @@ The body carries the file's CID as text, not in the envelope's ``cids``
 list: a listed CID makes every committee member pin that file, and the
 benchmark has no files behind its records.
 
-Deterministic for a seed (keys and bodies); the only I/O is the process pool.
+Deterministic for a seed and timestamp (keys and bodies). I/O: the process
+pool, and :func:`presign_cached`'s cache file (signing 100,000 records takes
+tens of seconds on a busy 2-core machine; a rerun reads them back).
 """
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from belep.app.envelope import sign_envelope
 from belep.crypto import PrivateKey, sha256
 from belep.encoding import Value
 
-__all__ = ["AUTHORS", "RECORD_BYTES", "evidence_record", "presign"]
+__all__ = [
+    "AUTHORS",
+    "RECORD_BYTES",
+    "RecordStream",
+    "evidence_record",
+    "presign",
+    "presign_cached",
+]
 
 #: Officers signing the workload (each transaction is signed by one of them).
 AUTHORS = 32
@@ -99,3 +111,78 @@ def presign(
                 )
             )
     return [payload for chunk in chunks for payload in chunk]
+
+
+#: Timestamp of cached records (the application checks no time window on them).
+CACHE_TIMESTAMP_MS = 1_763_900_000_000
+_CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "belep" / "bench"
+
+
+def presign_cached(count: int, *, seed: int, directory: Path | None = None) -> list[bytes]:
+    """:func:`presign` records ``0..count-1`` of ``seed``, kept in a cache file for reruns.
+
+    The file holds length-prefixed records; a larger cached set serves a smaller
+    request. A missing, short or unreadable file is (re)written.
+    """
+    folder = cache_dir() if directory is None else directory
+    path = folder / f"records-v{_CACHE_VERSION}-seed{seed}.bin"
+    try:
+        data = path.read_bytes()
+        records: list[bytes] = []
+        offset = 0
+        while offset < len(data) and len(records) < count:
+            (size,) = struct.unpack_from(">I", data, offset)
+            records.append(data[offset + 4 : offset + 4 + size])
+            offset += 4 + size
+        if len(records) == count and all(records):
+            return records
+    except (OSError, struct.error):
+        pass
+    records = presign(count, seed=seed, timestamp_ms=CACHE_TIMESTAMP_MS)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_bytes(b"".join(struct.pack(">I", len(r)) + r for r in records))
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a cache we cannot write only costs time
+    return records
+
+
+class RecordStream:
+    """Records of a seed: first a presigned pool, then signed on demand (counted).
+
+    A closed loop cannot know beforehand how many records it will consume;
+    signing past the pool keeps the run going instead of silently ending it,
+    and :attr:`signed_on_demand` lets the result say the client spent CPU on it.
+    """
+
+    def __init__(self, pool: Sequence[bytes], *, seed: int, first: int = 0) -> None:
+        self._pool = pool
+        self._seed = seed
+        self._next = first
+        self.signed_on_demand = 0
+        self._keys: list[PrivateKey] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        seq = self._next
+        self._next += 1
+        if seq < len(self._pool):
+            return self._pool[seq]
+        if self._keys is None:
+            self._keys = [_author(self._seed, i) for i in range(AUTHORS)]
+        self.signed_on_demand += 1
+        rng = random.Random(self._seed * 1_000_003 + seq)
+        return evidence_record(self._keys[seq % AUTHORS], seq, rng, CACHE_TIMESTAMP_MS)
+
+    @property
+    def consumed(self) -> int:
+        return self._next

@@ -10,7 +10,6 @@ protocols and the PySyncObj reference in one run. Methods:
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,12 +69,18 @@ def register(bench_app: typer.Typer) -> None:
             Path | None, typer.Option("--dir", help="Generate the network here and keep it.")
         ] = None,
         seed: Annotated[int, typer.Option("--seed", help="Record and key seed.")] = 1,
+        records: Annotated[
+            int | None,
+            typer.Option(
+                "--records", min=1, help="Presigned records (default: enough for 8,000 tx/s)."
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
         """One load point on a fresh local network of separate node processes (127.0.0.1)."""
         from belep.bench.consensus import BenchNetwork, LoadSpec, measure_point
         from belep.bench.pysyncobj_bench import PySyncObjCluster
-        from belep.bench.workload import presign
+        from belep.bench.workload import RecordStream, presign_cached
 
         if submit_to not in ("all", "leader"):
             raise typer.BadParameter("all or leader", param_hint="--submit-to")
@@ -83,18 +88,18 @@ def register(bench_app: typer.Typer) -> None:
             spec = LoadSpec(rate=rate, window=window, warmup=warmup, duration=duration)
             if protocol == "pysyncobj":
                 with PySyncObjCluster.start(nodes, seed=seed) as cluster:
-                    sample = presign(1, seed=seed, timestamp_ms=int(time.time() * 1000))
+                    sample = presign_cached(1, seed=seed)
                     result = cluster.measure(spec, tx_bytes=len(sample[0]))
             else:
-                records = presign(
-                    spec.budget(8000.0), seed=seed, timestamp_ms=int(time.time() * 1000)
+                pool = presign_cached(
+                    spec.budget(8000.0) if records is None else records, seed=seed
                 )
                 with BenchNetwork.start(protocol, nodes, standbys, directory=keep_dir) as network:
                     result = measure_point(
                         network,
                         spec,
-                        iter(records),
-                        tx_bytes=max(len(r) for r in records),
+                        RecordStream(pool, seed=seed),
+                        tx_bytes=max(len(r) for r in pool),
                         submit_to=submit_to,
                     )
         except BelepError as exc:

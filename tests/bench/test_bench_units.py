@@ -1,0 +1,181 @@
+"""The consensus benchmark's pure parts: percentiles, window accounting, records, topologies, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from belep.app.envelope import EnvelopeValidator, parse_envelope
+from belep.bench.consensus import LoadSpec, bench_topology
+from belep.bench.loadgen import BatchOutcome, Recorder
+from belep.bench.stats import percentile, summarize
+from belep.bench.sweep import SystemPlan, parse_system, plot_sweep
+from belep.bench.workload import RecordStream, presign, presign_cached
+from belep.errors import ConfigError
+from belep.ledger.block import Transaction
+from belep.node.topology import parse_topology
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1.0], 50, 1.0),
+        ([1.0, 2.0], 50, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.0),
+        ([1.0, 2.0, 3.0, 4.0], 75, 3.0),
+        ([float(i) for i in range(1, 101)], 99, 99.0),
+        ([float(i) for i in range(1, 101)], 100, 100.0),
+        ([float(i) for i in range(1, 1001)], 99, 990.0),
+    ],
+    ids=["one", "two-median-is-lower", "four-p50", "four-p75", "hundred-p99", "max", "thousand"],
+)
+def test_percentile_is_nearest_rank(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_percentile_of_nothing_is_none_not_zero() -> None:
+    assert percentile([], 50) is None
+    summary = summarize([])
+    assert summary.count == 0
+    assert summary.p50_ms is None
+    assert summary.p99_ms is None
+
+
+def test_percentile_refuses_out_of_range() -> None:
+    with pytest.raises(ValueError, match="percentile"):
+        percentile([1.0], 0)
+
+
+def test_summary_in_milliseconds() -> None:
+    summary = summarize([0.010, 0.020, 0.030, 0.040])
+    assert (summary.p50_ms, summary.p99_ms, summary.max_ms, summary.mean_ms) == (
+        20.0,
+        40.0,
+        40.0,
+        25.0,
+    )
+
+
+def test_recorder_counts_latency_by_send_time_and_throughput_by_ack_time() -> None:
+    recorder = Recorder(t0=10.0, t1=20.0)
+    recorder.record(9.0, 10.5, BatchOutcome(3), 3)  # sent in warm-up, acknowledged inside
+    recorder.record(12.0, 12.25, BatchOutcome(2, rejected=1), 3)  # inside, one refused
+    recorder.record(19.5, 21.0, BatchOutcome(1, timed_out=1), 2)  # sent inside, acked in drain
+    recorder.record(20.5, 21.0, BatchOutcome(4), 4)  # drain: neither
+    assert recorder.committed_in_window == 3 + 2
+    assert recorder.submitted == 3 + 2
+    assert recorder.rejected == 1
+    assert recorder.timeouts == 1
+    assert sorted(recorder.latencies) == [0.25, 0.25, 1.5]
+
+
+def test_recorder_counts_failed_batches_as_errors() -> None:
+    recorder = Recorder(t0=0.0, t1=1.0)
+    recorder.record(0.5, 0.6, BatchOutcome(0, error=True), 5)
+    assert recorder.errors == 5
+    assert recorder.latencies == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one"),
+        ({"rate": 10.0, "window": 1}, "exactly one"),
+        ({"rate": 0.0}, "positive"),
+        ({"window": 0}, "positive"),
+        ({"rate": 10.0, "duration": 0.0}, "duration"),
+    ],
+    ids=["neither", "both", "zero-rate", "zero-window", "zero-duration"],
+)
+def test_load_spec_is_validated(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LoadSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_records_are_valid_distinct_and_evidence_sized() -> None:
+    records = presign(40, seed=3, timestamp_ms=1_700_000_000_000, workers=1)
+    validator = EnvelopeValidator()
+    assert all(validator(Transaction(r)) for r in records)
+    assert len({Transaction(r).tx_hash for r in records}) == 40
+    assert all(300 <= len(r) <= 700 for r in records)
+    envelope = parse_envelope(records[0])
+    assert envelope.kind == "register-dispatch"
+    assert envelope.cids == ()  # no pinning of files that do not exist
+    assert {"task", "plate", "camera", "officer", "location", "file_sha256"} <= set(envelope.body)
+
+
+def test_record_cache_round_trip_and_stream_continues_past_the_pool(tmp_path: Path) -> None:
+    first = presign_cached(30, seed=5, directory=tmp_path)
+    again = presign_cached(20, seed=5, directory=tmp_path)
+    assert again == first[:20]
+    stream = RecordStream(first[:10], seed=5)
+    taken = [next(stream) for _ in range(30)]
+    assert taken == first  # records signed on demand equal the cached ones
+    assert stream.signed_on_demand == 20
+
+
+@pytest.mark.parametrize(
+    ("protocol", "nodes", "standbys", "domain", "voters", "observers"),
+    [
+        ("pbft", 7, 0, "bench", 7, 0),
+        ("raft", 7, 0, "bench", 7, 0),
+        ("hpbft", 4, 3, "station", 4, 3),
+    ],
+    ids=["pbft-7", "raft-7", "hpbft-4+3"],
+)
+def test_bench_topology_shapes(
+    protocol: str, nodes: int, standbys: int, domain: str, voters: int, observers: int
+) -> None:
+    text, measured = bench_topology(protocol, nodes, standbys, 30_000)
+    topology = parse_topology(text)
+    assert measured == domain
+    plan = next(d for d in topology.domains() if d.domain == domain)
+    assert (plan.protocol, len(plan.voters), len(plan.observers)) == (protocol, voters, observers)
+    assert len(topology.nodes) == nodes + standbys
+
+
+def test_bench_topology_refuses_unknown_protocol() -> None:
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        bench_topology("paxos", 3, 0, 30_000)
+
+
+def test_sweep_systems_and_labels() -> None:
+    assert parse_system("hpbft", 7, (4, 3)) == SystemPlan("hpbft", 4, 3)
+    assert parse_system("PBFT", 7, (4, 3)) == SystemPlan("pbft", 7)
+    assert SystemPlan("hpbft", 4, 3).label == "BELEP HPBFT (4+3)"
+    assert SystemPlan("pysyncobj", 7).label == "PySyncObj Raft (7)"
+    with pytest.raises(ConfigError):
+        parse_system("paxos", 7, (4, 3))
+
+
+def _row(
+    system: str, protocol: str, offered: float | None, tps: float, p50: float | None
+) -> dict[str, object]:
+    return {
+        "system": system,
+        "protocol": protocol,
+        "nodes": 7 if protocol != "hpbft" else 4,
+        "standbys": 3 if protocol == "hpbft" else 0,
+        "offered_tps": offered,
+        "window": None if offered else 1,
+        "committed_tps": tps,
+        "p50_ms": p50,
+        "p99_ms": None if p50 is None else p50 * 3,
+    }
+
+
+def test_plot_writes_a_png_with_every_system(tmp_path: Path) -> None:
+    rows = [
+        _row("belep", "hpbft", None, 40.0, 20.0),
+        _row("belep", "hpbft", 500.0, 500.0, 30.0),
+        _row("belep", "hpbft", 1000.0, 900.0, 80.0),
+        _row("belep", "pbft", 500.0, 480.0, 60.0),
+        _row("pysyncobj", "raft", 500.0, 500.0, 200.0),
+        _row("pysyncobj", "raft", 1000.0, 0.0, None),  # nothing committed: no latency point
+    ]
+    out = tmp_path / "figures" / "fig7-8.png"
+    plot_sweep(rows, out, subtitle="test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.dumps(rows)  # the rows are what `--out` stores
