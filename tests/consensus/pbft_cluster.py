@@ -111,6 +111,8 @@ class Cluster:
         self._timers: dict[NodeId, dict[TimerId, int]] = {}
         self._incarnation: dict[NodeId, int] = {}
         self.canonical: list[Block] = []
+        self._configs: dict[NodeId, ReplicaConfig] = {}
+        self._verified: set[QuorumCertificate] = set()  # each certificate checked once
         self.redeliver_ok: set[NodeId] = set()
         for node in self.ids:
             self.stores[node] = {}
@@ -123,7 +125,10 @@ class Cluster:
     # -- lifecycle ------------------------------------------------------------------
 
     def config(self, node: NodeId) -> ReplicaConfig:
-        return make_config(node, self.n, **self.config_overrides)
+        found = self._configs.get(node)
+        if found is None:
+            found = self._configs[node] = make_config(node, self.n, **self.config_overrides)
+        return found
 
     def start(self, nodes: Iterable[NodeId] | None = None) -> None:
         for node in self.ids if nodes is None else nodes:
@@ -291,12 +296,14 @@ class Cluster:
         s = qc.statement
         if (s.kind, s.height, s.block_hash, s.domain) != ("commit", h, block.block_hash, DOMAIN):
             self.violations.append(f"{node} certificate names another block at {h}")
-        config = self.config(node)
-        try:
-            qc.verify(config.voter_keys(), config.bft_quorum)
-            block.check_tx_root()
-        except Exception as exc:
-            self.violations.append(f"{node} bad certificate at {h}: {exc}")
+        if qc not in self._verified:
+            config = self.config(node)
+            try:
+                qc.verify(config.voter_keys(), config.bft_quorum)
+                block.check_tx_root()
+                self._verified.add(qc)
+            except Exception as exc:
+                self.violations.append(f"{node} bad certificate at {h}: {exc}")
         if h <= len(self.canonical):
             if self.canonical[h - 1].block_hash != block.block_hash:
                 self.violations.append(f"fork at height {h}: {node}")

@@ -19,7 +19,7 @@ from belep.consensus.pbft_messages import (
     ViewChange,
 )
 from belep.consensus.pbft_state import STABLE_KEY, slot_key
-from belep.consensus.types import Receive
+from belep.consensus.types import Receive, Send
 from belep.ledger.block import (
     Block,
     Digest,
@@ -212,7 +212,6 @@ def _cases(c: Cluster) -> list[tuple[str, NodeId, object]]:
             PrePrepare(View(1), _block(c, 1, prev_hash=b"\x09" * 32)),
         ),
         ("transactions not matching the header", r1, PrePrepare(View(1), tampered)),
-        ("block beyond the high watermark", r1, PrePrepare(View(1), _block(c, 99))),
         ("prepare with a bad signature", r3, Prepare(ps, b"\x00" * 64)),
         ("prepare signed by another member", r0, Prepare(ps, psig)),
         (
@@ -250,6 +249,18 @@ def test_invalid_input_is_ignored_and_changes_nothing() -> None:
         assert fingerprint(target) == before, name
         assert target._pool.pending_count == pool, name
         assert sum(target.stats.values()) == counted + 1, name
+
+
+def test_a_message_above_the_high_watermark_asks_its_sender_for_a_checkpoint() -> None:
+    c = started()
+    r2 = c.replica(c.ids[2])
+    before = fingerprint(r2)
+    far = PrePrepare(View(1), _block(c, 99))
+    effects = r2.handle(Receive(c.ids[1], far), c.now)
+    assert effects == [Send(c.ids[1], StatusRequest())]
+    assert fingerprint(r2) == before
+    assert r2.handle(Receive(c.ids[1], far), c.now) == []  # asked once per timeout
+    assert r2.stats["ignored.pre-prepare-outside-watermarks"] == 2
 
 
 def test_a_replica_cannot_vote_twice_in_one_slot() -> None:

@@ -504,6 +504,7 @@ class PbftReplica(PbftCore):
                 self._poll_status(self.config.request_timeout_ms)
         elif timer == TIMER_TRANSFER:
             self._transfer_in_flight = False
+            self._transfer_retry = False
             if self._transfer_target > self._delivered:
                 self._fetch()
 

@@ -38,6 +38,7 @@ from belep.consensus.pbft_messages import (
     NewView,
     Prepare,
     PrePrepare,
+    StatusRequest,
     ViewChange,
 )
 from belep.consensus.pbft_rules import (
@@ -75,6 +76,7 @@ from belep.consensus.types import (
     QuorumCertificate,
     ReplicaConfig,
     RequestStateTransfer,
+    Send,
     SetTimer,
     TimerId,
     Transaction,
@@ -205,7 +207,9 @@ class PbftCore:
         self._progress_armed = False
         self._progress_stage = 0
         self._transfer_target = 0
-        self._transfer_in_flight = False
+        self._transfer_in_flight = False  # a RequestStateTransfer is outstanding
+        self._transfer_retry = False  # waiting for the transfer timer after an empty answer
+        self._status_asked: dict[NodeId, int] = {}  # peer -> time of the last StatusRequest
         self._restore(persisted)
 
     def _restore(self, persisted: Mapping[str, bytes]) -> None:
@@ -329,6 +333,8 @@ class PbftCore:
         block = msg.block
         h = block.height
         if not self._log.in_window(h):
+            if h > self._log.high:
+                self._ask_status(sender)
             self.stats["ignored.pre-prepare-outside-watermarks"] += 1
             return
         if h <= self._delivered:
@@ -401,7 +407,9 @@ class PbftCore:
 
     def _on_prepare(self, sender: NodeId, msg: Prepare) -> None:
         s = msg.statement
-        if not self._vote_is_current(s.kind, PREPARE_KIND, s.domain, s.epoch, s.view, s.height):
+        if not self._vote_is_current(
+            sender, s.kind, PREPARE_KIND, s.domain, s.epoch, s.view, s.height
+        ):
             return
         certificate = self._prepares.add(s, sender, msg.signature)
         if certificate is not None and self._mode is Mode.NORMAL:
@@ -410,7 +418,14 @@ class PbftCore:
                 self._on_prepared(slot, certificate)
 
     def _vote_is_current(
-        self, kind: str, expected: str, domain: str, epoch: int, view: int, height: int
+        self,
+        sender: NodeId,
+        kind: str,
+        expected: str,
+        domain: str,
+        epoch: int,
+        view: int,
+        height: int,
     ) -> bool:
         if kind != expected or domain != self.config.domain or epoch != EPOCH:
             self.stats[f"ignored.{expected}-malformed"] += 1
@@ -419,6 +434,8 @@ class PbftCore:
             self.stats[f"ignored.{expected}-wrong-view"] += 1
             return False
         if not self._log.in_window(height):
+            if height > self._log.high:
+                self._ask_status(sender)
             self.stats[f"ignored.{expected}-outside-watermarks"] += 1
             return False
         return True
@@ -444,7 +461,9 @@ class PbftCore:
 
     def _on_commit(self, sender: NodeId, msg: Commit) -> None:
         s = msg.statement
-        if not self._vote_is_current(s.kind, COMMIT_KIND, s.domain, s.epoch, s.view, s.height):
+        if not self._vote_is_current(
+            sender, s.kind, COMMIT_KIND, s.domain, s.epoch, s.view, s.height
+        ):
             return
         certificate = self._commits.add(s, sender, msg.signature)
         if certificate is not None:
@@ -552,6 +571,8 @@ class PbftCore:
         """Fetch committed blocks up to ``target``, known committed (by a certificate)."""
         if target <= self._delivered:
             return
+        if target > self._transfer_target and self._transfer_retry:
+            self._transfer_retry = False  # new evidence: do not wait for the retry timer
         self._transfer_target = max(self._transfer_target, target)
         self._fetch()
 
@@ -559,9 +580,10 @@ class PbftCore:
         """Ask peers for committed blocks after the delivered height (one request at a time).
 
         An empty answer ends the fetching unless a certificate showed that a
-        higher height is committed (``_transfer_target``); then it is retried.
+        higher height is committed (``_transfer_target``); then it is retried
+        when the transfer timer fires, or at once on evidence of a higher one.
         """
-        if self._transfer_in_flight:
+        if self._transfer_in_flight or self._transfer_retry:
             return
         self._transfer_in_flight = True
         self._fx.append(RequestStateTransfer(Height(self._delivered + 1), self._audience))
@@ -592,9 +614,22 @@ class PbftCore:
             # Keep fetching until a fetch brings nothing new: blocks committed
             # while this replica was catching up were outside its watermarks.
             self._fetch()
-        elif self._transfer_target > self._delivered:
-            self._transfer_in_flight = True  # known to exist: retry when the timer fires
+        elif self._transfer_target > self._delivered and not self._transfer_retry:
+            self._transfer_retry = True  # known to exist: retry when the timer fires
             self._fx.append(SetTimer(TIMER_TRANSFER, self.config.request_timeout_ms))
+
+    def _ask_status(self, peer: NodeId) -> None:
+        """Ask ``peer`` for its stable checkpoint (once per timeout per peer).
+
+        Sent when ``peer`` talks about heights above our high watermark: our
+        stable checkpoint is behind (its votes may have been lost), and the
+        reply's certificate moves it.
+        """
+        last = self._status_asked.get(peer)
+        if last is not None and self._now - last < self._timeout():
+            return
+        self._status_asked[peer] = self._now
+        self._fx.append(Send(peer, StatusRequest()))
 
     # ------------------------------------------------------------------ progress
 
