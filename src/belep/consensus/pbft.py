@@ -509,11 +509,12 @@ class PbftReplica(PbftCore):
                 self._fetch()
 
     def _on_progress_timeout(self) -> None:
-        """No delivery for a whole timeout while work is outstanding.
+        """No delivery for half a timeout while work is outstanding.
 
         First expiry: escalate — send the old pending requests to every member
-        (so all of them watch the primary) and ask peers for committed blocks
-        this replica may have missed. Second expiry: start a view change.
+        (so all of them watch the primary), resend this replica's votes, and ask
+        peers for committed blocks it may have missed. Second expiry (a whole
+        timeout without delivery): start a view change.
         """
         if self._mode is not Mode.NORMAL or not self._outstanding():
             return

@@ -636,6 +636,10 @@ class PbftCore:
     def _timeout(self) -> int:
         return self.config.request_timeout_ms << self._backoff
 
+    def _progress_delay(self) -> int:
+        """Half the timeout: the progress timer has two stages (nudge, then view change)."""
+        return max(1, self._timeout() // 2)
+
     def _outstanding(self) -> bool:
         """True while this replica waits for something to commit."""
         if self._pool.has_work():
@@ -648,14 +652,14 @@ class PbftCore:
     def _arm_progress(self) -> None:
         if self._mode is Mode.NORMAL and not self._progress_armed and self._outstanding():
             self._progress_armed = True
-            self._fx.append(SetTimer(TIMER_PROGRESS, self._timeout()))
+            self._fx.append(SetTimer(TIMER_PROGRESS, self._progress_delay()))
 
     def _restart_progress(self) -> None:
         if self._mode is not Mode.NORMAL:
             return
         if self._outstanding():
             self._progress_armed = True
-            self._fx.append(SetTimer(TIMER_PROGRESS, self._timeout()))
+            self._fx.append(SetTimer(TIMER_PROGRESS, self._progress_delay()))
         elif self._progress_armed:
             self._progress_armed = False
             self._fx.append(CancelTimer(TIMER_PROGRESS))
