@@ -145,6 +145,7 @@ class DomainHost:
         store: BlockStore,
         state: ConsensusState,
         send: SendFunction,
+        reader: BlockStore | None = None,
         on_commit: CommitListener,
         is_connected: Callable[[NodeId], bool],
     ) -> None:
@@ -158,6 +159,7 @@ class DomainHost:
         self._peer_set = frozenset(self.peers)
         self._factory = factory
         self._store = store
+        self._reader = reader if reader is not None else store
         self._state = state
         self._send = send
         self._on_commit = on_commit
@@ -169,7 +171,8 @@ class DomainHost:
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
         tip = store.tip()
-        self.height: int = tip.height
+        self.height: int = tip.height  # durable and released (what others are told)
+        self._written: int = tip.height  # durable (written by the flush's disk step)
         self.tip_hash: Digest = tip.block_hash
         self.peer_tips: dict[NodeId, int] = {}
         self._fetch: tuple[NodeId, int, float] | None = None
@@ -282,7 +285,7 @@ class DomainHost:
         blocks = []
         size = 0
         try:
-            for block, certificate in self._store.iter_committed(start, end):
+            for block, certificate in self._reader.iter_committed(start, end):
                 wire = (block.to_wire(), certificate.to_wire())
                 size += sum(len(tx.payload) for tx in block.transactions) + 512
                 blocks.append(wire)
@@ -357,7 +360,7 @@ class DomainHost:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                self._round()
+                await self._round()
                 # Let the transport and HTTP run between rounds.
                 await asyncio.sleep(0)
         except Exception as exc:
@@ -370,7 +373,7 @@ class DomainHost:
             )
             raise
 
-    def _round(self) -> None:
+    async def _round(self) -> None:
         replica = self._replica
         if replica is None:
             return
@@ -392,7 +395,11 @@ class DomainHost:
             if effects:
                 self._run_effects(effects, outbox, tokens, delivered)
         self.rounds += 1
-        self._flush(outbox, tokens, delivered)
+        if delivered or self._state.dirty:
+            # The disk work runs in a worker thread: the loop keeps receiving (events queue
+            # up and form the next, larger round) while nothing of this round leaves early.
+            await asyncio.to_thread(self._write, delivered)
+        self._release(outbox, tokens, delivered)
 
     def _run_effects(
         self,
@@ -457,9 +464,25 @@ class DomainHost:
         tokens: list[int],
         delivered: list[tuple[Block, QuorumCertificate]],
     ) -> None:
+        self._write(delivered)
+        self._release(outbox, tokens, delivered)
+
+    def _write(self, delivered: list[tuple[Block, QuorumCertificate]]) -> None:
+        """Steps 1 and 2 of a flush: ledger appends, then the staged consensus state."""
         for block, certificate in delivered:
             self._append(block, certificate)
         self._state.commit()
+
+    def _release(
+        self,
+        outbox: list[tuple[NodeId, bytes]],
+        tokens: list[int],
+        delivered: list[tuple[Block, QuorumCertificate]],
+    ) -> None:
+        """Step 3: what others may now observe — messages, acknowledgements, commits."""
+        for block, _ in delivered:
+            self.height = block.height
+            self.tip_hash = block.block_hash
         send = self._send
         channel = self.channel
         for to, payload in outbox:
@@ -473,23 +496,22 @@ class DomainHost:
 
     def _append(self, block: Block, certificate: QuorumCertificate) -> None:
         height = block.height
-        if height <= self.height:
+        if height <= self._written:
             stored = self._store.get_header(height).block_hash
             if stored != block.block_hash:
                 raise SafetyHalt(
                     f"domain {self.domain}: the replica delivered a block that conflicts with the stored chain at height {height} (stored {stored.hex()}, delivered {block.block_hash.hex()})"
                 )
             return
-        if height != self.height + 1:
+        if height != self._written + 1:
             raise ChainError(
                 "delivered block leaves a gap in the stored chain",
-                expected=self.height + 1,
+                expected=self._written + 1,
                 found=height,
                 where=f"domain {self.domain}",
             )
         self._store.append(block, certificate)
-        self.height = height
-        self.tip_hash = block.block_hash
+        self._written = height
         self.blocks_delivered += 1
 
     def _note_view(self) -> None:

@@ -107,6 +107,7 @@ class Node:
         self.anchorers: dict[DomainId, Anchorer] = {}
         self.transactions_committed: dict[DomainId, int] = {}
         self._stores: list[BlockStore] = []
+        self._readers: dict[DomainId, BlockStore] = {}
         self._states: list[ConsensusState] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -168,6 +169,11 @@ class Node:
             )
             store = BlockStore.open(directory.chain_path, genesis)
             self._stores.append(store)
+            # Reads on the event loop (HTTP, state transfer) use their own read-only
+            # connection: they see committed blocks only, never a flush in progress.
+            reader = BlockStore.open(directory.chain_path, genesis, readonly=True)
+            self._stores.append(reader)
+            self._readers[genesis.domain] = reader
             state = ConsensusState(directory.root / CONSENSUS_DB)
             self._states.append(state)
             host = DomainHost(
@@ -177,6 +183,7 @@ class Node:
                 store=store,
                 state=state,
                 send=self._send,
+                reader=reader,
                 on_commit=self._on_commit,
                 is_connected=self._is_connected,
             )
@@ -204,8 +211,7 @@ class Node:
                 anchorer.add_child(child)
             # Learn the latest anchors from the recent parent chain.
             start = max(1, host.height - ANCHOR_SCAN_BLOCKS + 1)
-            store = next(s for s in self._stores if s.genesis.domain == parent)
-            for block, _ in store.iter_committed(start, host.height):
+            for block, _ in self._readers[parent].iter_committed(start, host.height):
                 anchorer.on_parent_commit(block, now_ms())
             self.anchorers[parent] = anchorer
 
@@ -409,10 +415,11 @@ class Node:
         )
 
     def store_of(self, domain: DomainId) -> BlockStore:
-        for store in self._stores:
-            if store.genesis.domain == domain and not store.readonly:
-                return store
-        raise ConfigError("this node does not hold the domain", found=domain)
+        """The read-only view of a held domain's chain (for the event loop's reads)."""
+        reader = self._readers.get(domain)
+        if reader is None:
+            raise ConfigError("this node does not hold the domain", found=domain)
+        return reader
 
     # ------------------------------------------------------------------ stop
 
