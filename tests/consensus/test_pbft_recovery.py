@@ -8,17 +8,24 @@ from pbft_cluster import Cluster, make_config, node_ids, tx
 
 from belep.consensus.pbft import Mode, PbftReplica
 from belep.consensus.pbft_messages import Commit, Prepare, StatusReply
-from belep.consensus.pbft_state import META_KEY, load_state
+from belep.consensus.pbft_state import (
+    META_KEY,
+    PersistedSlot,
+    encode_slot,
+    load_state,
+    slot_key,
+)
 from belep.consensus.types import (
     Block,
     BlocksFetched,
     Broadcast,
     Deliver,
+    Persist,
     QuorumCertificate,
     Receive,
     RequestStateTransfer,
 )
-from belep.ledger.block import NodeId, Transaction, View
+from belep.ledger.block import Digest, Height, NodeId, Transaction, View
 
 
 def started(n: int = 4, **overrides: object) -> Cluster:
@@ -234,3 +241,38 @@ def test_observer_follows_the_chain_by_checkpoints() -> None:
     effects = watcher.handle(BlocksFetched(tuple(c.chains[members[0]])), c.now)
     assert watcher.committed_height == 9
     assert not any(isinstance(e, Prepare | Commit) for e in effects)  # it never votes
+
+
+def test_restart_deletes_keys_left_below_the_stable_checkpoint() -> None:
+    c = started(max_batch_size=1)
+    for i in range(6):
+        c.submit(c.ids[1], tx(i))
+    assert c.run(lambda: all(h == 6 for h in c.heights().values()))
+    c.run_for(20)
+    store = dict(c.stores[c.ids[0]])
+    lost = PersistedSlot(Height(2), (View(1), Digest(b"\x02" * 32)), None)
+    store[slot_key(2)] = encode_slot(lost)  # its delete was lost in a crash
+    assert load_state(store).slots[Height(2)].height == 2
+    restarted = PbftReplica(c.config(c.ids[0]), store)
+    effects = restarted.start(c.now)
+    assert Persist(1, slot_key(2), None) in effects
+    assert restarted.slot(2) is None
+
+
+def test_observer_restart_keeps_its_delivered_height() -> None:
+    members = node_ids(4)
+    observer = NodeId("auditor")
+    overrides = {"observers": (observer,), "max_batch_size": 1}
+    c = Cluster(config_overrides=overrides)
+    c.start()
+    txs = [tx(i) for i in range(5)]
+    for t in txs:
+        c.submit(members[1], t)
+    assert c.run(lambda: c.all_committed(txs))
+    watcher = PbftReplica(make_config(observer, 4, **overrides), {})
+    store: dict[str, bytes] = {}
+    for e in watcher.handle(BlocksFetched(tuple(c.chains[members[0]])), c.now):
+        if isinstance(e, Persist) and e.value is not None:
+            store[e.key] = e.value
+    again = PbftReplica(make_config(observer, 4, **overrides), store)
+    assert (again.mode, again.committed_height) == (Mode.OBSERVER, 5)

@@ -61,9 +61,7 @@ from belep.consensus.pbft_rules import (
     make_new_view,
     make_view_change,
 )
-from belep.consensus.pbft_state import (
-    load_state,
-)
+from belep.consensus.pbft_state import load_state, slot_key
 from belep.consensus.types import (
     BlocksFetched,
     Broadcast,
@@ -105,6 +103,9 @@ class PbftReplica(PbftCore):
             if self._status_quorum() == 0:
                 self._finish_recovery()
         else:
+            for key in self._stale_keys:
+                self._persist(key, None)
+            self._stale_keys = []
             self._fx.append(Broadcast(self._others, StatusRequest()))
             if self._mode is Mode.NORMAL:
                 self._retransmit_votes()
@@ -140,7 +141,9 @@ class PbftReplica(PbftCore):
         if handler is None:
             self.stats["ignored.unknown-message"] += 1
             return
-        if sender not in self._rules.voters and not isinstance(message, StatusRequest):
+        if sender not in self._rules.voters and not (
+            sender in self._audience and isinstance(message, StatusRequest | ForwardRequests)
+        ):
             self.stats["ignored.non-member"] += 1
             return
         handler(self, sender, message)
@@ -426,11 +429,12 @@ class PbftReplica(PbftCore):
     def _restore(self, persisted: Mapping[str, bytes]) -> None:
         state = load_state(persisted)
         meta = state.meta
-        if meta is None or not self._voter:
-            return  # no state: recovering (members) or observing
-        self._view = meta.view
-        self._mode = Mode.VIEW_CHANGE if meta.view_change else Mode.NORMAL
-        self._floor = meta.floor
+        if meta is None:
+            return  # no state: recovering (members) or observing from genesis
+        if self._voter:
+            self._view = meta.view
+            self._mode = Mode.VIEW_CHANGE if meta.view_change else Mode.NORMAL
+            self._floor = meta.floor
         self._delivered = meta.delivered
         self._delivered_hash = meta.delivered_hash
         self._delivered_ts = meta.delivered_ts
@@ -440,8 +444,11 @@ class PbftReplica(PbftCore):
         low = self._checkpoints.stable_height
         self._log = WatermarkLog(self._log.size, PbftSlot, low)
         self._next_height = Height(max(low, meta.delivered) + 1)
+        self._persisted_blocks.update(state.blocks)
         for h, record in sorted(state.slots.items()):
             if not self._log.in_window(h):
+                if h <= low:
+                    self._stale_keys.append(slot_key(h))  # its delete was lost in a crash
                 continue
             slot = self._log.slot(h)
             slot.vote = record.vote

@@ -181,6 +181,7 @@ class PbftCore:
         self._now = 0
         self._token = 0
         self._persisted_blocks: set[tuple[int, Digest]] = set()
+        self._stale_keys: list[str] = []  # persisted keys below the low watermark, to delete
         # view state
         self._mode = Mode.RECOVERING if self._voter else Mode.OBSERVER
         self._view = View(0)
@@ -549,12 +550,11 @@ class PbftCore:
         s = certificate.statement
         low = s.height
         self._persist(STABLE_KEY, encode(certificate.to_wire()))
-        for h, slot in self._log.advance(low):
+        for h, _slot in self._log.advance(low):
             self._persist(slot_key(h), None)
-            for digest in slot.blocks:
-                if (h, digest) in self._persisted_blocks:
-                    self._persisted_blocks.discard((h, digest))
-                    self._persist(block_key(h, digest), None)
+        for h, digest in sorted(k for k in self._persisted_blocks if k[0] <= low):
+            self._persisted_blocks.discard((h, digest))
+            self._persist(block_key(h, digest), None)
         self._committed = {h: v for h, v in self._committed.items() if h >= low}
         self._prepares.prune(lambda _k, _v, height: height > low)
         self._commits.prune(lambda _k, _v, height: height > low)
