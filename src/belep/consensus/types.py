@@ -222,7 +222,7 @@ class ReplicaConfig:
     # Batching and pipelining
     max_batch_size: int = 500
     max_batch_wait_ms: int = 5
-    window: int = 8  # blocks in flight (high watermark - low watermark for PBFT)
+    window: int = 8  # blocks in flight beyond the last delivered one (pipelining depth)
     # Timers
     request_timeout_ms: int = 1000  # view-change / election base timeout
     heartbeat_ms: int = 100
