@@ -37,7 +37,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -92,13 +92,27 @@ class LoadSpec:
         return int(rate * seconds) + (self.window or 0) + 1000
 
 
-def bench_topology(protocol: str, nodes: int, standbys: int, base_port: int) -> tuple[str, str]:
-    """The topology TOML of a benchmark network and the measured domain's id."""
+def bench_topology(
+    protocol: str,
+    nodes: int,
+    standbys: int,
+    base_port: int,
+    tuning: Mapping[str, int] | None = None,
+) -> tuple[str, str]:
+    """The topology TOML of a benchmark network and the measured domain's id.
+
+    ``tuning`` sets ``[consensus]`` knobs (``max_batch_size``,
+    ``max_batch_wait_ms``, ``window``…) for every domain; absent, every domain
+    runs the node's defaults, as an operator's network would.
+    """
     if protocol not in BENCH_PROTOCOLS:
         raise ConfigError("unknown protocol", expected=list(BENCH_PROTOCOLS), found=protocol)
     if not 1 <= nodes <= 50 or not 0 <= standbys <= 50:
         raise ConfigError("nodes must be 1..50 and standbys 0..50", found=(nodes, standbys))
     head = f'[network]\nname = "belep-bench"\nhost = "127.0.0.1"\nbase_port = {base_port}\n\n'
+    if tuning:
+        head += "[consensus]\n" + "".join(f"{k} = {int(v)}\n" for k, v in sorted(tuning.items()))
+        head += "\n"
     if standbys == 0:
         unit = f'[[units]]\nid = "bench"\nprotocol = "{protocol}"\nvalidators = {nodes}\n'
         return head + unit, "bench"
@@ -148,6 +162,7 @@ class BenchNetwork:
     network: LocalNetwork
     keep: bool = False
     voters: list[str] = field(default_factory=list)
+    tuning: dict[str, int] = field(default_factory=dict)
     _owned_root: bool = False
     _previous_sigterm: Any = None
 
@@ -160,6 +175,7 @@ class BenchNetwork:
         *,
         directory: Path | None = None,
         ready_timeout: float = 120.0,
+        tuning: Mapping[str, int] | None = None,
     ) -> BenchNetwork:
         if protocol not in registered_protocols():
             raise ConfigError(
@@ -170,7 +186,7 @@ class BenchNetwork:
         owned = directory is None
         root = Path(tempfile.mkdtemp(prefix="belep-bench-")) if directory is None else directory
         text, domain = bench_topology(
-            protocol, nodes, standbys, free_base_port(2 * (nodes + standbys))
+            protocol, nodes, standbys, free_base_port(2 * (nodes + standbys)), tuning
         )
         try:
             provision(parse_topology(text), root, topology_text=text)
@@ -181,6 +197,7 @@ class BenchNetwork:
             raise
         bench = cls(protocol, nodes, standbys, root, domain, network, keep=not owned)
         bench._owned_root = owned
+        bench.tuning = dict(tuning or {})
         bench.voters = [n for n, p in network.nodes.items() if p.config.unit == domain]
         bench._previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
@@ -238,14 +255,18 @@ class BenchNetwork:
         body: dict[str, Any] = response.json()
         return body
 
-    async def domain_height(self, http: httpx.AsyncClient, node: str) -> int | None:
+    async def domain_position(
+        self, http: httpx.AsyncClient, node: str
+    ) -> tuple[int, int | None] | None:
+        """The measured domain's (height, view or term) at ``node``."""
         try:
             body = await self.status(http, node)
         except (httpx.HTTPError, ValueError):
             return None
         for entry in body.get("domains", []):
             if entry.get("domain") == self.domain:
-                return int(entry["height"])
+                view = entry.get("view")
+                return int(entry["height"]), None if view is None else int(view)
         return None
 
     async def leader(self, http: httpx.AsyncClient) -> str | None:
@@ -271,7 +292,7 @@ def _outcome(response: httpx.Response, size: int) -> BatchOutcome:
 
 async def _measure(
     bench: BenchNetwork, spec: LoadSpec, payloads: Iterator[bytes], submit_to: str
-) -> tuple[Recorder, dict[str, float], float, float, int | None]:
+) -> tuple[Recorder, dict[str, float], float, float, int | None, int | None]:
     limits = httpx.Limits(max_connections=4096, max_keepalive_connections=4096)
     timeout = httpx.Timeout(COMMIT_WAIT_MS / 1000 + 15.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
@@ -296,15 +317,15 @@ async def _measure(
 
         meter = CpuMeter({**bench.pids(), "client": _self_pid()})
         probe = bench.voters[0]
-        heights: list[int | None] = []
+        heights: list[tuple[int, int | None] | None] = []
 
         async def sample_window(t0: float, t1: float) -> tuple[dict[str, float], float]:
             await asyncio.sleep(max(0.0, t0 - time.monotonic()))
             meter.start()
-            heights.append(await bench.domain_height(http, probe))
+            heights.append(await bench.domain_position(http, probe))
             await asyncio.sleep(max(0.0, t1 - time.monotonic()))
             cpu = meter.stop()
-            heights.append(await bench.domain_height(http, probe))
+            heights.append(await bench.domain_position(http, probe))
             return cpu
 
         start = time.monotonic()
@@ -332,9 +353,12 @@ async def _measure(
         per_node, machine = await sampler
     client = per_node.pop("client", 0.0)
     blocks = None
+    views = None
     if len(heights) == 2 and heights[0] is not None and heights[1] is not None:
-        blocks = heights[1] - heights[0]
-    return recorder, per_node, client, machine, blocks
+        blocks = heights[1][0] - heights[0][0]
+        if heights[0][1] is not None and heights[1][1] is not None:
+            views = heights[1][1] - heights[0][1]
+    return recorder, per_node, client, machine, blocks, views
 
 
 def _self_pid() -> int:
@@ -353,7 +377,7 @@ def measure_point(
 ) -> ConsensusResult:
     """Run one load point against a running network."""
     signed_before = payloads.signed_on_demand if isinstance(payloads, RecordStream) else 0
-    recorder, per_node, client, machine, blocks = asyncio.run(
+    recorder, per_node, client, machine, blocks, views = asyncio.run(
         _measure(bench, spec, payloads, submit_to)
     )
     latency = summarize(recorder.latencies)
@@ -394,5 +418,7 @@ def measure_point(
         cpu_machine_percent=machine,
         blocks=blocks,
         avg_block_txs=round(committed / blocks, 1) if blocks else None,
+        view_changes=views,
         notes=notes,
+        tuning=dict(bench.tuning),
     )

@@ -176,7 +176,9 @@ class ConsensusResult:
     cpu_machine_percent: float
     blocks: int | None = None
     avg_block_txs: float | None = None
+    view_changes: int | None = None
     notes: list[str] = field(default_factory=list)
+    tuning: dict[str, int] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=machine_info)
 
     def to_dict(self) -> dict[str, Any]:

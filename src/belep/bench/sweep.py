@@ -24,7 +24,7 @@ I/O: child processes (through the network classes), the PNG file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,7 @@ def run_system(
     *,
     tx_bytes: int,
     progress: Progress | None = None,
+    tuning: Mapping[str, int] | None = None,
 ) -> list[ConsensusResult]:
     """Every load point of ``specs`` against one fresh network of ``plan``."""
     results: list[ConsensusResult] = []
@@ -118,7 +119,7 @@ def run_system(
                     skipped = list(specs[i + 1 :])
                     break
     else:
-        with BenchNetwork.start(plan.protocol, plan.nodes, plan.standbys) as network:
+        with BenchNetwork.start(plan.protocol, plan.nodes, plan.standbys, tuning=tuning) as network:
             for i, spec in enumerate(specs):
                 if point(lambda s: measure_point(network, s, records, tx_bytes=tx_bytes), spec):
                     skipped = list(specs[i + 1 :])
@@ -141,6 +142,7 @@ def run_sweep(
     light_window: int | None = 1,
     seed: int = 1,
     progress: Progress | None = None,
+    tuning: Mapping[str, int] | None = None,
 ) -> list[ConsensusResult]:
     """Every system of ``plans`` over the same load points, one after the other."""
     if not rates and not light_window:
@@ -154,7 +156,9 @@ def run_sweep(
     results: list[ConsensusResult] = []
     for plan in plans:
         records = RecordStream(pool, seed=seed)
-        results.extend(run_system(plan, specs, records, tx_bytes=tx_bytes, progress=progress))
+        results.extend(
+            run_system(plan, specs, records, tx_bytes=tx_bytes, progress=progress, tuning=tuning)
+        )
     return results
 
 

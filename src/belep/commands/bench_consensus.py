@@ -44,6 +44,33 @@ def _hpbft_shape(text: str) -> tuple[int, int]:
         raise typer.BadParameter("give SEATS+STANDBYS, e.g. 4+3", param_hint="--hpbft") from None
 
 
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size", min=1, help="Tuning: most transactions per block (node default 500)."
+    ),
+]
+BatchWait = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-wait-ms", min=0, help="Tuning: longest wait to fill a block (default 5)."
+    ),
+]
+Pipeline = Annotated[
+    int | None,
+    typer.Option(
+        "--pipeline", min=1, help="Tuning: blocks in flight (the window knob, default 8)."
+    ),
+]
+
+
+def _tuning(
+    batch_size: int | None, batch_wait_ms: int | None, pipeline: int | None
+) -> dict[str, int]:
+    knobs = {"max_batch_size": batch_size, "max_batch_wait_ms": batch_wait_ms, "window": pipeline}
+    return {k: v for k, v in knobs.items() if v is not None}
+
+
 def register(bench_app: typer.Typer) -> None:
     """Add this area's benchmark commands to `belep bench`."""
 
@@ -75,6 +102,9 @@ def register(bench_app: typer.Typer) -> None:
                 "--records", min=1, help="Presigned records (default: enough for 8,000 tx/s)."
             ),
         ] = None,
+        batch_size: BatchSize = None,
+        batch_wait_ms: BatchWait = None,
+        pipeline: Pipeline = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
         """One load point on a fresh local network of separate node processes (127.0.0.1)."""
@@ -94,7 +124,10 @@ def register(bench_app: typer.Typer) -> None:
                 pool = presign_cached(
                     spec.budget(8000.0) if records is None else records, seed=seed
                 )
-                with BenchNetwork.start(protocol, nodes, standbys, directory=keep_dir) as network:
+                tuning = _tuning(batch_size, batch_wait_ms, pipeline)
+                with BenchNetwork.start(
+                    protocol, nodes, standbys, directory=keep_dir, tuning=tuning
+                ) as network:
                     result = measure_point(
                         network,
                         spec,
@@ -130,6 +163,9 @@ def register(bench_app: typer.Typer) -> None:
         replot: Annotated[
             Path | None, typer.Option("--from", help="Plot a saved --out file; measure nothing.")
         ] = None,
+        batch_size: BatchSize = None,
+        batch_wait_ms: BatchWait = None,
+        pipeline: Pipeline = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     ) -> None:
         """Throughput and latency against offered load for each protocol (figures 7 and 8)."""
@@ -164,6 +200,7 @@ def register(bench_app: typer.Typer) -> None:
                     light_window=light_window or None,
                     seed=seed,
                     progress=progress,
+                    tuning=_tuning(batch_size, batch_wait_ms, pipeline),
                 )
             except BelepError as exc:
                 raise _fail(exc) from exc
