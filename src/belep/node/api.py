@@ -177,23 +177,7 @@ def build_app(node: Node) -> Any:
             return _error(400, error, tx_hash=None if tx_hash is None else tx_hash.hex())
         if tx_hash is None:  # pragma: no cover - _accept returns a hash on success
             return _error(500, "internal error")
-        wait_ms = _wait_ms(request)
-        waiter = node.commits.wait(tx_hash, wait_ms / 1000) if wait_ms else None
-        done = await _await_commit(domain, tx_hash, 0) if waiter is None else None
-        if waiter is not None:
-            info = await waiter
-            done = (
-                {
-                    "tx_hash": tx_hash.hex(),
-                    "status": "committed",
-                    "domain": domain,
-                    "height": info.height,
-                    "index": info.index,
-                    "block_hash": info.block_hash.hex(),
-                }
-                if info is not None
-                else _committed(domain, tx_hash)
-            )
+        done = await _await_commit(domain, tx_hash, _wait_ms(request))
         if done is not None:
             return JSONResponse(done)
         return JSONResponse({"tx_hash": tx_hash.hex(), "status": "pending"}, status_code=202)
@@ -226,9 +210,9 @@ def build_app(node: Node) -> Any:
         wait_ms = _wait_ms(request)
         committed: list[dict[str, Any] | None] = [None] * len(hashes)
         if wait_ms and hashes:
-            results = await asyncio.gather(*(node.commits.wait(h, wait_ms / 1000) for h in hashes))
+            results = await asyncio.gather(*(_await_commit(domain, h, wait_ms) for h in hashes))
             committed = [
-                None if info is None else {"height": info.height, "index": info.index}
+                None if info is None else {"height": info["height"], "index": info["index"]}
                 for info in results
             ]
         return JSONResponse(
