@@ -7,13 +7,11 @@ same code:
 * :class:`PbftRules` — constants derived from the configuration (domain,
   voters, quorums, watermark window, batch size, clock skew, transaction
   check, planted bugs) and :meth:`PbftRules.primary`;
-* :func:`check_proposal` — is a block a valid fresh proposal of a view
-  (``is_valid_proposal`` in the spec);
+* :func:`check_proposal` — is a block a valid fresh proposal of a view;
 * :func:`make_view_change` / :func:`check_view_change` — build and validate a
   ``ViewChange``;
 * :func:`plan_new_view` — the deterministic choice of what a new view
-  re-proposes, from a quorum of view changes (``compute_new_view_plan`` in the
-  spec);
+  re-proposes, from a quorum of view changes;
 * :func:`make_new_view` / :func:`check_new_view` — build and validate a
   ``NewView``, returning its plan.
 
