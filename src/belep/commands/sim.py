@@ -27,6 +27,7 @@ from belep.sim.model import (
 )
 from belep.sim.protocols import available_protocols, get_profile
 from belep.sim.runner import RunResult, run_seed, shrink, summarize
+from belep.sim.scenarios import SCENARIOS, draw_scenario
 
 sim_app = typer.Typer(
     help="Deterministic consensus simulator: seeds, faults, Byzantine replicas, invariants.",
@@ -48,7 +49,9 @@ def _parse_faults(text: str) -> tuple[str, ...]:
     return kinds
 
 
-def _replay_command(params: SimParams, seed: int, schedule_file: str | None) -> str:
+def _replay_command(
+    params: SimParams, seed: int, schedule_file: str | None, scenario: str | None
+) -> str:
     parts = [
         "belep sim",
         f"--protocol {params.protocol}",
@@ -56,7 +59,7 @@ def _replay_command(params: SimParams, seed: int, schedule_file: str | None) -> 
         f"--first-seed {seed} --seeds 1",
         f"--faults {','.join(params.faults) or 'none'}",
         f"--byzantine {params.byzantine}",
-        f"--duration {params.duration_ms} --stable {params.stable_ms}",
+        f"--duration {params.duration_ms} --stable {params.stable_ms} --drain {params.drain_ms}",
         f"--rate {params.workload.rate_per_s}",
     ]
     if params.observers:
@@ -64,13 +67,17 @@ def _replay_command(params: SimParams, seed: int, schedule_file: str | None) -> 
     if params.beyond_model:
         parts.append("--beyond-model")
     parts.extend(f"--planted-bug {bug}" for bug in sorted(params.planted_bugs))
+    if scenario:
+        parts.append(f"--scenario {scenario}")
     if schedule_file:
         parts.append(f"--schedule {schedule_file}")
     parts.append("--trace")
     return " ".join(parts)
 
 
-def _explain_failure(params: SimParams, failing: RunResult, do_shrink: bool) -> dict[str, object]:
+def _explain_failure(
+    params: SimParams, failing: RunResult, do_shrink: bool, scenario: str | None
+) -> dict[str, object]:
     profile = get_profile(params.protocol)
     seeded = replace(params, seed=failing.seed)
     kind = failing.violation.kind if failing.violation else "liveness"
@@ -82,8 +89,8 @@ def _explain_failure(params: SimParams, failing: RunResult, do_shrink: bool) -> 
     return {
         "seed": failing.seed,
         "kind": kind,
-        "replay": _replay_command(params, failing.seed, None),
-        "replay_shrunk": _replay_command(params, failing.seed, "SHRUNK.json"),
+        "replay": _replay_command(params, failing.seed, None, scenario),
+        "replay_shrunk": _replay_command(params, failing.seed, "SHRUNK.json", None),
         "shrunk_schedule": schedule_to_json(schedule),
         "shrunk_faults": len(schedule.faults),
         "original_faults": len(failing.schedule.faults),
@@ -113,8 +120,16 @@ def sim(
     faults: str = typer.Option(
         ",".join(FAULT_KINDS), "--faults", help="Comma-separated fault kinds, or 'none'."
     ),
-    duration: int = typer.Option(3000, "--duration", min=0, help="Virtual ms of the fault phase."),
+    duration: int = typer.Option(1000, "--duration", min=0, help="Virtual ms of the fault phase."),
     stable: int = typer.Option(3000, "--stable", min=1, help="Virtual ms of fault-free tail."),
+    drain: int = typer.Option(
+        1000, "--drain", min=0, help="Clients stop this many ms before the end."
+    ),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help=f"Draw schedules from a targeted family: {', '.join(sorted(SCENARIOS))}.",
+    ),
     rate: int = typer.Option(400, "--rate", min=0, help="Client transactions per virtual second."),
     beyond_model: bool = typer.Option(
         False, "--beyond-model", help="Allow more faults than the protocol tolerates (safety only)."
@@ -145,7 +160,7 @@ def sim(
             observers=observers,
             duration_ms=duration,
             stable_ms=stable,
-            drain_ms=min(stable, max(stable // 2, 500)),
+            drain_ms=min(stable, drain),
             faults=_parse_faults(faults),
             byzantine=byzantine,
             beyond_model=beyond_model,
@@ -153,13 +168,16 @@ def sim(
             planted_bugs=frozenset(planted_bug or ()),
             trace=trace,
         )
-        schedule = None
+        fixed = None
         if schedule_file is not None:
-            schedule = schedule_from_json(json.loads(schedule_file.read_text()))
-        results = [
-            run_seed(replace(params, seed=seed), profile, schedule)
-            for seed in range(first_seed, first_seed + seeds)
-        ]
+            fixed = schedule_from_json(json.loads(schedule_file.read_text()))
+        results = []
+        for seed in range(first_seed, first_seed + seeds):
+            seeded = replace(params, seed=seed)
+            schedule = fixed
+            if schedule is None and scenario is not None:
+                schedule = draw_scenario(scenario, seeded)
+            results.append(run_seed(seeded, profile, schedule))
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from exc
     summary = summarize(params, results)
@@ -167,7 +185,9 @@ def sim(
     if failing is None and not beyond_model:
         failing = next((r for r in results if r.liveness_failure is not None), None)
     if failing is not None:
-        summary["first_failure"] = _explain_failure(params, failing, do_shrink and schedule is None)
+        summary["first_failure"] = _explain_failure(
+            params, failing, do_shrink and fixed is None, scenario
+        )
     if trace:
         for r in results:
             typer.echo(f"# seed {r.seed}", err=as_json)

@@ -4,14 +4,16 @@ A Byzantine replica runs the real protocol code (so it is in the right view,
 at the right height, with the right keys), and :class:`Adversary` rewrites
 its outgoing messages, per destination:
 
-* ``withhold`` — drop most messages to a fixed victim subset of peers;
+* ``withhold`` — drop most messages to a fixed victim subset of peers (a
+  third, or the role's ``targets``);
 * ``forge`` — a vote whose signature is over the wrong data (re-signed with
   its own key over other bytes), a corrupted signature, or one that claims
   another member as its signer;
 * ``tamper`` — a block whose transactions no longer match its header, a
   header changed under its signature, a certificate with a signature dropped
   or duplicated, a hash, view or height shifted by one;
-* ``equivocate`` — every block it sends to one half of its peers is replaced
+* ``equivocate`` — every block it sends to one half of its peers (or to the
+  role's ``targets``) is replaced
   by a different, well-formed block of the same height, parent and view
   (the same replacement for every recipient in that half), and so are the
   hashes in its votes for such a block, so that half sees a consistent
@@ -128,6 +130,7 @@ class Adversary:
         key: PrivateKey,
         rng: random.Random,
         hook: AdversaryHook | None = None,
+        targets: tuple[NodeId, ...] = (),
     ) -> None:
         self.node = node
         self.behaviours = frozenset(behaviours)
@@ -138,8 +141,8 @@ class Adversary:
         peers = [m for m in members if m != node]
         rng.shuffle(peers)
         half = max(1, len(peers) // 2)
-        self.other_half = frozenset(peers[:half])
-        self.victims = frozenset(peers[: max(1, len(peers) // 3)])
+        self.other_half = frozenset(targets or peers[:half])
+        self.victims = frozenset(targets or peers[: max(1, len(peers) // 3)])
         self._alt_blocks: dict[Digest, Block] = {}
         self._memory: list[tuple[NodeId, object]] = []
         self._seq = 0
@@ -239,7 +242,7 @@ class Adversary:
     def _mutated_value(self, name: str, value: object) -> object:
         rng = self._rng
         if isinstance(value, Block):
-            return self._tampered_block(value)
+            return self.tampered_block(value)
         if isinstance(value, QuorumCertificate):
             sigs = value.signatures
             if len(sigs) > 1 and rng.random() < 0.5:
@@ -266,7 +269,8 @@ class Adversary:
             return rng.choice(others) if others else value
         return value
 
-    def _tampered_block(self, block: Block) -> Block:
+    def tampered_block(self, block: Block) -> Block:
+        """The same block with its transactions or header changed (its hash may not match)."""
         rng = self._rng
         choice = rng.randrange(3)
         if choice == 0 and block.transactions:  # transactions changed under the header

@@ -148,6 +148,7 @@ class Simulation:
         keys = {n: sim_key(n) for n in all_nodes}
         public = {n: k.public_key for n, k in keys.items()}
         byzantine = {role.node: role.behaviours for role in schedule.byzantine}
+        targets = {role.node: role.targets for role in schedule.byzantine}
         self.hosts: dict[str, _Host] = {}
         self.instances_of: dict[NodeId, tuple[str, ...]] = {}
         for node in all_nodes:
@@ -182,6 +183,7 @@ class Simulation:
                         keys[node],
                         self._adv_rng,
                         ADVERSARY_HOOKS.get(profile.name),
+                        targets.get(node, ()),
                     )
                 self.hosts[ikey] = _Host(ikey, node, config, behaviours is None, adversary)
             self.instances_of[node] = tuple(instance_keys)
@@ -375,7 +377,14 @@ class Simulation:
                 self.workload.on_commit(block.transactions, self.now)
 
     def _state_transfer(self, host: _Host, request: RequestStateTransfer) -> None:
+        """Serve ``request`` from a random qualified peer; request and answer cross the network.
+
+        A peer qualifies if it is up, reachable through the current partition and
+        holds ``from_height``. If the request or the answer is lost on its link (or
+        no peer qualifies) the replica gets ``BlocksFetched(())`` after a timeout.
+        """
         start = max(int(request.from_height), 1)
+        network = self.network
         candidates = [
             other
             for peer in request.peers
@@ -383,28 +392,36 @@ class Simulation:
             if other.up
             and other.key != host.key
             and len(other.chain) >= start
-            and self.network.reachable(host.key, other.key)
+            and network.reachable(host.key, other.key)
         ]
         blocks: tuple[tuple[Block, QuorumCertificate], ...] = ()
-        delay = 2 * self.params.network.max_base_ms
+        delay = 2 * network.params.max_base_ms + network.params.max_latency_ms
+        server_key = "-"
         if candidates:
             server = candidates[self._net_rng.randrange(len(candidates))]
-            end = start - 1 + self.params.network.fetch_batch
-            blocks = tuple(
-                zip(server.chain[start - 1 : end], server.certs[start - 1 : end], strict=True)
-            )
-            if server.adversary is not None and "tamper" in server.adversary.behaviours and blocks:
-                i = self._adv_rng.randrange(len(blocks))
-                block, cert = blocks[i]
-                bad = server.adversary._tampered_block(block)
-                blocks = (*blocks[:i], (bad, cert), *blocks[i + 1 :])
-            delay = (
-                self.network.latency(host.key, server.key)
-                + self.network.latency(server.key, host.key)
-                + len(blocks) // 16
-            )
-        self._log(f"fetch {host.key} from={start} peers={len(candidates)} got={len(blocks)}")
+            server_key = server.key
+            there = network.route(host.key, server.key)
+            back = network.route(server.key, host.key) if there else []
+            if there and back:
+                end = start - 1 + network.params.fetch_batch
+                blocks = tuple(
+                    zip(server.chain[start - 1 : end], server.certs[start - 1 : end], strict=True)
+                )
+                blocks = self._tamper_answer(server, blocks)
+                delay = there[0] + back[0] + len(blocks) // 16
+        self._log(f"fetch {host.key} from={start} server={server_key} got={len(blocks)}")
         self._push(self.now + delay, _FETCHED, host.key, host.incarnation, blocks)
+
+    def _tamper_answer(
+        self, server: _Host, blocks: tuple[tuple[Block, QuorumCertificate], ...]
+    ) -> tuple[tuple[Block, QuorumCertificate], ...]:
+        """A Byzantine server with ``tamper`` corrupts one block of its answer."""
+        adversary = server.adversary
+        if adversary is None or "tamper" not in adversary.behaviours or not blocks:
+            return blocks
+        i = self._adv_rng.randrange(len(blocks))
+        block, cert = blocks[i]
+        return (*blocks[:i], (adversary.tampered_block(block), cert), *blocks[i + 1 :])
 
     # -- lifecycle -------------------------------------------------------------
 

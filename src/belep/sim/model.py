@@ -138,10 +138,15 @@ Fault = CrashFault | PartitionFault | LinkFault
 
 @dataclass(frozen=True, slots=True)
 class ByzantineRole:
-    """A Byzantine replica and what it does (a subset of :data:`BYZANTINE_BEHAVIOURS`)."""
+    """A Byzantine replica and what it does (a subset of :data:`BYZANTINE_BEHAVIOURS`).
+
+    ``targets`` names the peers it equivocates towards and withholds from; empty
+    means drawn at random (half of the peers for equivocation, a third for withholding).
+    """
 
     node: NodeId
     behaviours: tuple[str, ...]
+    targets: tuple[NodeId, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +172,9 @@ class SimParams:
     nodes: int = 4
     observers: int = 0
     seed: int = 0
-    duration_ms: int = 3000  # fault phase
+    duration_ms: int = 1000  # fault phase
     stable_ms: int = 3000  # fault-free tail (workload stops ``drain_ms`` before the end)
-    drain_ms: int = 1500
+    drain_ms: int = 1000
     catchup_ms: int = 500  # lagging replicas must hold what was committed by end - drain - catchup
     faults: tuple[str, ...] = FAULT_KINDS
     byzantine: int = 0
@@ -179,11 +184,11 @@ class SimParams:
     planted_bugs: frozenset[str] = frozenset()
     # Replica configuration overrides (shorter than production: runs are short).
     max_batch_size: int = 64
-    max_batch_wait_ms: int = 5
+    max_batch_wait_ms: int = 20
     window: int = 8
     request_timeout_ms: int = 300
     heartbeat_ms: int = 50
-    checkpoint_interval: int = 16
+    checkpoint_interval: int = 8
     trace: bool = False
 
     def __post_init__(self) -> None:
@@ -310,7 +315,11 @@ def schedule_from_json(obj: object) -> FaultSchedule:
         if not isinstance(r, dict):
             raise ConfigError("byzantine role must be an object", found=r)
         roles.append(
-            ByzantineRole(NodeId(str(r["node"])), tuple(_str_list(r["behaviours"], "behaviours")))
+            ByzantineRole(
+                NodeId(str(r["node"])),
+                tuple(_str_list(r["behaviours"], "behaviours")),
+                tuple(NodeId(t) for t in _str_list(r.get("targets", []), "targets")),
+            )
         )
     return FaultSchedule(
         tuple(_fault_from_json(item) for item in faults_raw),

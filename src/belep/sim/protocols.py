@@ -140,7 +140,9 @@ _FAULT_MODELS: dict[
 def _registry() -> Mapping[str, ReplicaFactory]:
     try:
         module = importlib.import_module("belep.consensus.registry")
-    except ImportError:  # the registry lands with the first protocol
+    except ModuleNotFoundError as exc:  # no registry at all; any other error propagates
+        if exc.name != "belep.consensus.registry":
+            raise
         return {}
     protocols: Mapping[str, ReplicaFactory] = module.PROTOCOLS
     return protocols
