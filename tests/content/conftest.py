@@ -42,7 +42,8 @@ def memory() -> MemoryBlocks:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Blockstore:
-    return Blockstore(tmp_path / "store")
+    """A scratch store (fsync off; durability has its own test)."""
+    return Blockstore(tmp_path / "store", sync=False)
 
 
 def add_bytes(

@@ -108,8 +108,7 @@ class Blockstore:
         """
         path = self.block_path(cid)
         try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_BLOCK_SIZE + 1)
+            data = _read_block_file(path)
         except FileNotFoundError:
             raise NotFound(f"block {cid}") from None
         except OSError as exc:
@@ -134,8 +133,7 @@ class Blockstore:
         try:
             if size is not None and path.stat().st_size != size:
                 return False
-            with path.open("rb") as handle:
-                data = handle.read(MAX_BLOCK_SIZE + 1)
+            data = _read_block_file(path)
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -431,6 +429,19 @@ class BlockWriter:
         self.written += len(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
+
+
+def _read_block_file(path: Path) -> bytes:
+    """The file's bytes (at most ``MAX_BLOCK_SIZE + 1``), in one exact-size buffer."""
+    with path.open("rb", buffering=0) as handle:
+        size = min(os.fstat(handle.fileno()).st_size, MAX_BLOCK_SIZE + 1)
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < size and (count := handle.readinto(view[filled:])):
+            filled += count
+        del view
+        return bytes(buffer[:filled]) if filled < size else bytes(buffer)
 
 
 def _write_all(fd: int, parts: Sequence[BlockPart]) -> None:
