@@ -10,8 +10,8 @@ import pytest
 from belep.app.envelope import EnvelopeValidator, parse_envelope
 from belep.bench.consensus import LoadSpec, bench_topology
 from belep.bench.loadgen import BatchOutcome, Recorder
-from belep.bench.stats import percentile, summarize
-from belep.bench.sweep import SystemPlan, parse_system, plot_sweep
+from belep.bench.stats import ConsensusResult, percentile, summarize
+from belep.bench.sweep import SystemPlan, is_saturated, parse_system, plot_sweep
 from belep.bench.workload import RecordStream, presign, presign_cached
 from belep.errors import ConfigError
 from belep.ledger.block import Transaction
@@ -174,8 +174,54 @@ def test_plot_writes_a_png_with_every_system(tmp_path: Path) -> None:
         _row("belep", "pbft", 500.0, 480.0, 60.0),
         _row("pysyncobj", "raft", 500.0, 500.0, 200.0),
         _row("pysyncobj", "raft", 1000.0, 0.0, None),  # nothing committed: no latency point
+        {**_row("belep", "hpbft", None, 950.0, 900.0), "window": 3000},  # saturation line
     ]
     out = tmp_path / "figures" / "fig7-8.png"
     plot_sweep(rows, out, subtitle="test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.dumps(rows)  # the rows are what `--out` stores
+
+
+def _result(offered: float | None, committed_tps: float) -> ConsensusResult:
+    return ConsensusResult(
+        system="belep",
+        protocol="hpbft",
+        nodes=4,
+        standbys=3,
+        mode="open" if offered else "closed",
+        offered_tps=offered,
+        window=None if offered else 3000,
+        warmup_s=1.0,
+        duration_s=1.0,
+        tx_bytes=480,
+        submitted=0,
+        committed=0,
+        committed_tps=committed_tps,
+        p50_ms=None,
+        p90_ms=None,
+        p99_ms=None,
+        max_ms=None,
+        mean_ms=None,
+        latency_samples=0,
+        timeouts=0,
+        rejected=0,
+        errors=0,
+        cpu_percent={},
+        cpu_client_percent=0.0,
+        cpu_machine_percent=0.0,
+        machine={},
+    )
+
+
+def test_saturation_is_judged_on_open_loop_points_only() -> None:
+    assert not is_saturated(_result(1000.0, 950.0))
+    assert is_saturated(_result(1000.0, 700.0))
+    assert not is_saturated(_result(None, 10.0))  # a closed loop offers no rate
+
+
+def test_closed_loop_budget_follows_the_window() -> None:
+    light = LoadSpec(window=1, warmup=1.0, duration=2.0)
+    heavy = LoadSpec(window=3000, warmup=1.0, duration=2.0)
+    assert light.budget(6000.0) < 2000
+    assert heavy.budget(6000.0) >= 6000 * 4
+    assert LoadSpec(rate=100.0, warmup=1.0, duration=2.0).budget(6000.0) >= 400

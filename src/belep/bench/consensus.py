@@ -88,7 +88,8 @@ class LoadSpec:
     def budget(self, ceiling_tps: float) -> int:
         """How many records the point may consume (closed loop: at ``ceiling_tps``)."""
         seconds = self.warmup + self.duration + 1.0
-        rate = self.rate if self.rate is not None else ceiling_tps
+        # A closed loop commits at most its window every few milliseconds.
+        rate = self.rate if self.rate is not None else min(ceiling_tps, 200.0 * (self.window or 1))
         return int(rate * seconds) + (self.window or 0) + 1000
 
 

@@ -9,12 +9,13 @@ load, one line per system).
 
 Each system first gets a light-load point (a closed loop with a window of
 one transaction: the latency floor), then the open-loop rates in ascending
-order. The network is started once per system; between points the client
-drains every outstanding batch, so a point starts from an empty pipeline.
-Once a point commits less than half of what it offered with most of its
-batches timed out, higher rates are skipped for that system (noted in the
-result): the system is past saturation and the longer queues only add
-time-outs.
+order, then optionally a saturation point (a closed loop with a large
+window: the most it commits). The network is started once per system;
+between points the client drains every outstanding batch, so a point starts
+from an empty pipeline. After two open-loop points in a row commit less
+than 80 % of what they offered, higher rates are skipped for that system
+(noted in the result): it is past saturation, and longer queues only lengthen
+the drain.
 
 Records: one pool of signed records for the whole run (distinct sequence
 numbers per point), made (or read from the cache) before any network starts.
@@ -70,26 +71,34 @@ def parse_system(text: str, nodes: int, hpbft_shape: tuple[int, int]) -> SystemP
 
 
 def _specs(
-    rates: Sequence[float], light_window: int | None, warmup: float, duration: float
+    rates: Sequence[float],
+    light_window: int | None,
+    saturation_window: int | None,
+    warmup: float,
+    duration: float,
 ) -> list[LoadSpec]:
     specs = []
     if light_window:
         specs.append(LoadSpec(window=light_window, warmup=warmup, duration=duration))
     specs.extend(LoadSpec(rate=r, warmup=warmup, duration=duration) for r in sorted(rates))
+    if saturation_window:
+        specs.append(LoadSpec(window=saturation_window, warmup=warmup, duration=duration))
     return specs
 
 
-def _overloaded(result: ConsensusResult) -> bool:
-    if result.offered_tps is None or result.submitted == 0:
+def is_saturated(result: ConsensusResult) -> bool:
+    """An open-loop point that committed clearly less than it offered."""
+    if result.offered_tps is None:
         return False
-    return (
-        result.committed_tps < 0.5 * result.offered_tps
-        and result.timeouts + result.errors > 0.5 * result.submitted
-    )
+    return result.committed_tps < SATURATED * result.offered_tps
 
 
+#: An open-loop point committing less than this share of its offered load is saturated.
+SATURATED = 0.8
+#: Consecutive saturated points after which higher offered rates are skipped.
+SATURATED_POINTS = 2
 #: Closed-loop points may use records at this rate (transactions per second).
-CLOSED_CEILING_TPS = 2000.0
+CLOSED_CEILING_TPS = 6000.0
 
 
 def run_system(
@@ -101,35 +110,38 @@ def run_system(
     progress: Progress | None = None,
     tuning: Mapping[str, int] | None = None,
 ) -> list[ConsensusResult]:
-    """Every load point of ``specs`` against one fresh network of ``plan``."""
+    """Every load point of ``specs`` against one fresh network of ``plan``.
+
+    After :data:`SATURATED_POINTS` saturated open-loop points in a row the
+    remaining open-loop rates are skipped (noted); closed-loop points still run.
+    """
     results: list[ConsensusResult] = []
 
-    def point(measure: Callable[[LoadSpec], ConsensusResult], spec: LoadSpec) -> bool:
-        result = measure(spec)
-        results.append(result)
-        if progress is not None:
-            progress(result)
-        return _overloaded(result)
+    def sweep(measure: Callable[[LoadSpec], ConsensusResult]) -> None:
+        streak = 0
+        skipped: list[float] = []
+        for spec in specs:
+            if spec.rate is not None and streak >= SATURATED_POINTS:
+                skipped.append(spec.rate)
+                continue
+            result = measure(spec)
+            results.append(result)
+            if progress is not None:
+                progress(result)
+            if spec.rate is not None:
+                streak = streak + 1 if is_saturated(result) else 0
+        if skipped:
+            last_open = [r for r in results if r.offered_tps is not None][-1]
+            last_open.notes.append(
+                "past saturation: skipped offered rates " + ", ".join(f"{r:g}" for r in skipped)
+            )
 
-    skipped: list[LoadSpec] = []
     if plan.protocol == "pysyncobj":
         with PySyncObjCluster.start(plan.nodes) as cluster:
-            for i, spec in enumerate(specs):
-                if point(lambda s: cluster.measure(s, tx_bytes=tx_bytes), spec):
-                    skipped = list(specs[i + 1 :])
-                    break
+            sweep(lambda s: cluster.measure(s, tx_bytes=tx_bytes))
     else:
         with BenchNetwork.start(plan.protocol, plan.nodes, plan.standbys, tuning=tuning) as network:
-            for i, spec in enumerate(specs):
-                if point(lambda s: measure_point(network, s, records, tx_bytes=tx_bytes), spec):
-                    skipped = list(specs[i + 1 :])
-                    break
-    if skipped and results:
-        last = results[-1]
-        last.notes.append(
-            "past saturation: skipped offered rates "
-            + ", ".join(f"{s.rate:g}" for s in skipped if s.rate is not None)
-        )
+            sweep(lambda s: measure_point(network, s, records, tx_bytes=tx_bytes))
     return results
 
 
@@ -140,14 +152,15 @@ def run_sweep(
     warmup: float = 3.0,
     duration: float = 10.0,
     light_window: int | None = 1,
+    saturation_window: int | None = None,
     seed: int = 1,
     progress: Progress | None = None,
     tuning: Mapping[str, int] | None = None,
 ) -> list[ConsensusResult]:
     """Every system of ``plans`` over the same load points, one after the other."""
-    if not rates and not light_window:
+    if not rates and not light_window and not saturation_window:
         raise ConfigError("nothing to measure: no rates and no light-load window")
-    specs = _specs(rates, light_window, warmup, duration)
+    specs = _specs(rates, light_window, saturation_window, warmup, duration)
     belep_systems = sum(1 for p in plans if p.protocol != "pysyncobj")
     per_system = sum(s.budget(CLOSED_CEILING_TPS) for s in specs)
     # One pool serves every BELEP network (each network dedups only its own transactions).
@@ -182,6 +195,7 @@ def plot_sweep(results: Sequence[dict[str, Any]], out: Path, *, subtitle: str = 
     for r in results:
         lines.setdefault(_label(r), []).append(r)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    top = max((r["offered_tps"] or 0 for r in results), default=0)
     for label, points in lines.items():
         open_points = sorted(
             (p for p in points if p["offered_tps"] is not None), key=lambda p: p["offered_tps"]
@@ -189,8 +203,23 @@ def plot_sweep(results: Sequence[dict[str, Any]], out: Path, *, subtitle: str = 
         xs = [p["offered_tps"] for p in open_points]
         (line,) = left.plot(xs, [p["committed_tps"] for p in open_points], marker="o", label=label)
         color = line.get_color()
+        for p in points:
+            if p["offered_tps"] is None and (p["window"] or 0) > 1:
+                left.hlines(
+                    p["committed_tps"],
+                    0,
+                    top or p["committed_tps"],
+                    colors=color,
+                    linestyles="--",
+                    linewidth=1,
+                    label=f"{label}: saturation (window {p['window']})",
+                )
         ordered = sorted(
-            (p for p in points if p["p50_ms"] is not None),
+            (
+                p
+                for p in points
+                if p["p50_ms"] is not None and (p["offered_tps"] is not None or p["window"] == 1)
+            ),
             key=lambda p: p["offered_tps"] or p["committed_tps"],
         )
         lx = [p["offered_tps"] or p["committed_tps"] for p in ordered]
@@ -205,7 +234,6 @@ def plot_sweep(results: Sequence[dict[str, Any]], out: Path, *, subtitle: str = 
             alpha=0.6,
             label=f"{label} p99",
         )
-    top = max((r["offered_tps"] or 0 for r in results), default=0)
     left.plot(
         [0, top], [0, top], color="grey", linestyle=":", linewidth=1, label="committed = offered"
     )

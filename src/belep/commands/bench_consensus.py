@@ -155,6 +155,12 @@ def register(bench_app: typer.Typer) -> None:
         light_window: Annotated[
             int, typer.Option("--light-window", min=0, help="Window of the light point (0: none).")
         ] = 1,
+        saturation_window: Annotated[
+            int,
+            typer.Option(
+                "--saturation-window", min=0, help="Window of the saturation point (0: none)."
+            ),
+        ] = 3000,
         duration: Annotated[float, typer.Option("--duration", min=0.5)] = 8.0,
         warmup: Annotated[float, typer.Option("--warmup", min=0.0)] = 2.0,
         seed: Annotated[int, typer.Option("--seed")] = 1,
@@ -198,6 +204,7 @@ def register(bench_app: typer.Typer) -> None:
                     warmup=warmup,
                     duration=duration,
                     light_window=light_window or None,
+                    saturation_window=saturation_window or None,
                     seed=seed,
                     progress=progress,
                     tuning=_tuning(batch_size, batch_wait_ms, pipeline),
