@@ -74,6 +74,11 @@ def test_car_of_the_whole_dag(store: Blockstore, root: Cid) -> None:
         reader = CarReader(io.BytesIO(response.content))
         assert reader.roots == (root,)
         assert [cid for cid, _ in reader] == [cid for cid, _ in iter_dag(root, store)]
+        head = await client.head(f"/ipfs/{root}?format=car")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert "content-length" not in head.headers
+        assert head.headers["etag"] == response.headers["etag"]
         block_only = await client.get(f"/ipfs/{root}?format=car&dag-scope=block")
         assert [cid for cid, _ in CarReader(io.BytesIO(block_only.content))] == [root]
         assert block_only.headers["etag"] != response.headers["etag"]

@@ -332,7 +332,10 @@ def _car_response(
     else:
         blocks = iter_dag(cid, store, duplicates=car.duplicates)
     if head:
-        return Response(b"", media_type=media_type, headers=headers)
+        # The CAR's length is not known without walking the DAG: say nothing.
+        response = Response(media_type=media_type, headers=headers)
+        del response.headers["content-length"]
+        return response
     return StreamingResponse(iter_car([cid], blocks), media_type=media_type, headers=headers)
 
 
