@@ -84,6 +84,7 @@ from belep.consensus.types import (
 )
 from belep.encoding import encode
 from belep.ledger.block import make_block
+from belep.ledger.genesis import bft_quorum
 
 __all__ = ["EPOCH", "MAX_BACKOFF", "Mode", "PbftCore", "PbftSlot", "pbft_quorum"]
 
@@ -105,7 +106,9 @@ def pbft_quorum(n: int, f: int) -> int:
     correct member, whatever ``n`` is (with ``n = 5`` and ``f = 1``, ``2f + 1 = 3``
     would not: two sets of 3 may meet only in a faulty member).
     """
-    return max(2 * f + 1, (n + f) // 2 + 1)
+    if f != (n - 1) // 3:
+        return max(2 * f + 1, (n + f) // 2 + 1)
+    return bft_quorum(n)
 
 
 class Mode(enum.Enum):

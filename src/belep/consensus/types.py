@@ -54,6 +54,7 @@ from belep.ledger.block import (
     Transaction,
     View,
 )
+from belep.ledger.genesis import bft_quorum
 
 __all__ = [
     "Block",
@@ -245,7 +246,8 @@ class ReplicaConfig:
 
     @property
     def bft_quorum(self) -> int:
-        return 2 * self.f + 1
+        """Certificate size: :func:`belep.ledger.genesis.bft_quorum` (2f+1 when n = 3f+1)."""
+        return bft_quorum(self.n)
 
     def voter_keys(self) -> dict[NodeId, PublicKey]:
         return {m: self.keys[m] for m in self.members}

@@ -85,13 +85,27 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+def bft_quorum(n: int) -> int:
+    """Signers a Byzantine-fault-tolerant certificate needs among ``n`` voters.
+
+    ``max(2f + 1, (n + f) // 2 + 1)`` with ``f = (n - 1) // 3``: equal to
+    ``2f + 1`` when ``n = 3f + 1``, and in general large enough that any two
+    quorums share at least ``f + 1`` voters, hence one correct voter. Plain
+    ``2f + 1`` is unsafe for other ``n``: with 3 voters (``f = 0``) it is 1, so
+    two partitioned voters could each certify a different block; with 5 voters
+    (``f = 1``) two sets of 3 may meet only in the faulty voter.
+    """
+    f = (n - 1) // 3
+    return max(2 * f + 1, (n + f) // 2 + 1)
+
+
 def quorum_size(rule: str, n: int) -> int:
     """Signers a certificate needs among ``n`` voters under ``rule``.
 
-    ``bft``: ``2f + 1`` with ``f = (n - 1) // 3``; ``majority``: ``n // 2 + 1``.
+    ``bft``: :func:`bft_quorum`; ``majority``: ``n // 2 + 1``.
     """
     if rule == "bft":
-        return 2 * ((n - 1) // 3) + 1
+        return bft_quorum(n)
     if rule == "majority":
         return n // 2 + 1
     raise ConfigError("unknown quorum rule", expected=sorted(QUORUM_RULES), found=rule)
