@@ -55,7 +55,15 @@ from belep.node.protocols import registered_protocols
 from belep.node.provision import provision
 from belep.node.topology import parse_topology
 
-__all__ = ["BenchNetwork", "LoadSpec", "bench_topology", "free_base_port", "measure_point"]
+__all__ = [
+    "BenchNetwork",
+    "BenchTerminated",
+    "LoadSpec",
+    "bench_topology",
+    "free_base_port",
+    "measure_point",
+    "stop_on_sigterm",
+]
 
 #: Longest a batch request waits for its commit (the node caps ``wait`` at 30 s).
 COMMIT_WAIT_MS = 30_000
@@ -143,12 +151,22 @@ def free_base_port(count: int) -> int:
     raise NetworkError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
-class _Terminated(Exception):
+class BenchTerminated(Exception):
     """SIGTERM arrived: unwind so the network is stopped."""
 
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise _Terminated
+    raise BenchTerminated
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`BenchTerminated` (so every ``with`` block stops its processes)."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(slots=True)
@@ -284,7 +302,7 @@ class BenchNetwork:
 
 def _outcome(response: httpx.Response, size: int) -> BatchOutcome:
     if response.status_code not in (200, 202):
-        return BatchOutcome(0, error=True)
+        return BatchOutcome(0, error=True, detail=f"HTTP {response.status_code}")
     body = response.json()
     accepted = len(body.get("accepted", []))
     committed = sum(1 for c in body.get("committed") or [] if c is not None)
@@ -386,6 +404,11 @@ def measure_point(
     notes = []
     if spec.mode == "closed" and recorder.submitted == 0:
         notes.append("no batch was sent inside the window")
+    if recorder.error_kinds:
+        notes.append(
+            "failed batches: "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(recorder.error_kinds.items()))
+        )
     if isinstance(payloads, RecordStream) and payloads.signed_on_demand > signed_before:
         notes.append(
             f"the client signed {payloads.signed_on_demand - signed_before} records during the"

@@ -17,8 +17,9 @@ Measurement rules (the same for every system measured):
   was sent, for transactions *sent* inside the window (acknowledged during
   the drain too); a batch's transactions share its latency, so above one
   transaction per batch a latency is that of the batch's last commit;
-* open loop: every ``tick`` the driver sends what the offered rate makes due
-  since the start, as one batch to the next target (round robin), without
+* open loop: every ``tick`` (20 ms; ``1/rate`` when that is longer) the
+  driver sends what the offered rate makes due since the start, as one batch
+  to the next target (round robin), without
   waiting for earlier batches (no coordinated omission: a slow system does
   not slow the offered load);
 * closed loop: ``window`` transactions are outstanding at all times, split
@@ -54,6 +55,7 @@ class BatchOutcome:
     rejected: int = 0
     timed_out: int = 0
     error: bool = False
+    detail: str = ""
 
 
 SubmitFunction = Callable[[int, list[bytes]], Awaitable[BatchOutcome]]
@@ -71,6 +73,7 @@ class Recorder:
     timeouts: int = 0
     rejected: int = 0
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     def record(self, sent: float, acked: float, outcome: BatchOutcome, size: int) -> None:
         in_window_send = self.t0 <= sent < self.t1
@@ -80,6 +83,8 @@ class Recorder:
             self.rejected += outcome.rejected
             if outcome.error:
                 self.errors += size - outcome.committed - outcome.rejected - outcome.timed_out
+                kind = outcome.detail or "error"
+                self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
             if outcome.committed:
                 self.latencies.extend([acked - sent] * outcome.committed)
         if self.t0 <= acked < self.t1:
@@ -96,8 +101,8 @@ async def _send(
     sent = time.monotonic()
     try:
         outcome = await submit(target, batch)
-    except Exception:  # the system under test failed this batch; count it, keep going
-        outcome = BatchOutcome(0, error=True)
+    except Exception as exc:  # the system under test failed this batch; count it, keep going
+        outcome = BatchOutcome(0, error=True, detail=type(exc).__name__)
     recorder.record(sent, time.monotonic(), outcome, len(batch))
 
 
@@ -109,7 +114,7 @@ async def run_open_loop(
     rate: float,
     warmup: float,
     duration: float,
-    tick: float = 0.01,
+    tick: float = 0.02,
     drain: float = 35.0,
 ) -> Recorder:
     """Offer ``rate`` transactions per second for ``warmup + duration`` seconds."""
@@ -117,7 +122,7 @@ async def run_open_loop(
         raise ValueError("rate and targets must be positive")
     start = time.monotonic()
     recorder = Recorder(start + warmup, start + warmup + duration)
-    tick = min(tick, max(0.001, 1.0 / rate))
+    tick = min(tick, 1.0 / rate)  # at most one batch per transaction when the rate is low
     tasks: set[asyncio.Task[None]] = set()
     sent = 0
     turn = 0

@@ -108,33 +108,45 @@ def register(bench_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
         """One load point on a fresh local network of separate node processes (127.0.0.1)."""
-        from belep.bench.consensus import BenchNetwork, LoadSpec, measure_point
+        from belep.bench.consensus import (
+            BenchNetwork,
+            BenchTerminated,
+            LoadSpec,
+            measure_point,
+            stop_on_sigterm,
+        )
         from belep.bench.pysyncobj_bench import PySyncObjCluster
+        from belep.bench.stats import ConsensusResult
         from belep.bench.workload import RecordStream, presign_cached
 
         if submit_to not in ("all", "leader"):
             raise typer.BadParameter("all or leader", param_hint="--submit-to")
-        try:
+
+        def run_point() -> ConsensusResult:
             spec = LoadSpec(rate=rate, window=window, warmup=warmup, duration=duration)
             if protocol == "pysyncobj":
                 with PySyncObjCluster.start(nodes, seed=seed) as cluster:
                     sample = presign_cached(1, seed=seed)
-                    result = cluster.measure(spec, tx_bytes=len(sample[0]))
-            else:
-                pool = presign_cached(
-                    spec.budget(8000.0) if records is None else records, seed=seed
+                    return cluster.measure(spec, tx_bytes=len(sample[0]))
+            pool = presign_cached(spec.budget(8000.0) if records is None else records, seed=seed)
+            tuning = _tuning(batch_size, batch_wait_ms, pipeline)
+            with BenchNetwork.start(
+                protocol, nodes, standbys, directory=keep_dir, tuning=tuning
+            ) as network:
+                return measure_point(
+                    network,
+                    spec,
+                    RecordStream(pool, seed=seed),
+                    tx_bytes=max(len(r) for r in pool),
+                    submit_to=submit_to,
                 )
-                tuning = _tuning(batch_size, batch_wait_ms, pipeline)
-                with BenchNetwork.start(
-                    protocol, nodes, standbys, directory=keep_dir, tuning=tuning
-                ) as network:
-                    result = measure_point(
-                        network,
-                        spec,
-                        RecordStream(pool, seed=seed),
-                        tx_bytes=max(len(r) for r in pool),
-                        submit_to=submit_to,
-                    )
+
+        try:
+            with stop_on_sigterm():
+                result = run_point()
+        except (KeyboardInterrupt, BenchTerminated):
+            typer.echo("stopped: every benchmark process was shut down", err=True)
+            raise typer.Exit(130) from None
         except BelepError as exc:
             raise _fail(exc) from exc
         body = result.to_dict()
@@ -175,6 +187,7 @@ def register(bench_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     ) -> None:
         """Throughput and latency against offered load for each protocol (figures 7 and 8)."""
+        from belep.bench.consensus import BenchTerminated, stop_on_sigterm
         from belep.bench.stats import ConsensusResult, machine_info
         from belep.bench.sweep import parse_system, plot_sweep, run_sweep
 
@@ -198,17 +211,21 @@ def register(bench_app: typer.Typer) -> None:
                     typer.echo(_row(result.to_dict()))
 
             try:
-                results = run_sweep(
-                    plans,
-                    rate_list,
-                    warmup=warmup,
-                    duration=duration,
-                    light_window=light_window or None,
-                    saturation_window=saturation_window or None,
-                    seed=seed,
-                    progress=progress,
-                    tuning=_tuning(batch_size, batch_wait_ms, pipeline),
-                )
+                with stop_on_sigterm():
+                    results = run_sweep(
+                        plans,
+                        rate_list,
+                        warmup=warmup,
+                        duration=duration,
+                        light_window=light_window or None,
+                        saturation_window=saturation_window or None,
+                        seed=seed,
+                        progress=progress,
+                        tuning=_tuning(batch_size, batch_wait_ms, pipeline),
+                    )
+            except (KeyboardInterrupt, BenchTerminated):
+                typer.echo("stopped: every benchmark process was shut down", err=True)
+                raise typer.Exit(130) from None
             except BelepError as exc:
                 raise _fail(exc) from exc
             rows = [r.to_dict() for r in results]
