@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from belep.content import blockstore as blockstore_module
 from belep.content.blockstore import Blockstore, block_key
 from belep.content.cid import DAG_PB, RAW, compute_cid, parse_cid
 from belep.content.deterministic import deterministic_bytes
@@ -138,7 +139,14 @@ def test_foreign_file_in_pins_is_reported(store: Blockstore) -> None:
         store.pins()
 
 
-def test_blocks_are_durable_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-per-file"])
+def test_blocks_are_durable_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    if syncfs:
+        assert blockstore_module._SYNCFS is not None, "Linux provides syncfs(2)"
+    else:
+        monkeypatch.setattr(blockstore_module, "_SYNCFS", None)
     synced = Blockstore(tmp_path / "s", sync=True)
     result = add_bytes(synced, deterministic_bytes("durable", 300_000))
     assert synced.is_pinned(result.cid)
