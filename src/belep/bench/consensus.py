@@ -18,7 +18,8 @@ The client runs in this process: signed records are made before the
 network starts (:func:`~belep.bench.workload.presign`), then batches go to
 the domain's voters over the node's batch endpoint
 (``POST /v1/domains/{d}/transactions/batch?wait=…``, ``docs/spec/node.md``),
-round robin, each answered when its transactions are committed. CPU per
+round robin, each answered when its transactions are committed (over
+:class:`~belep.bench.http_client.LeanHttpClient`). CPU per
 node process is sampled over the measured window only.
 
 Teardown: :meth:`BenchNetwork.close` (also on Ctrl-C, SIGTERM and errors)
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -45,6 +47,7 @@ from typing import Any
 
 import httpx
 
+from belep.bench.http_client import LeanHttpClient
 from belep.bench.loadgen import BatchOutcome, Recorder, run_closed_loop, run_open_loop
 from belep.bench.stats import ConsensusResult, CpuMeter, summarize
 from belep.bench.workload import RecordStream
@@ -300,10 +303,10 @@ class BenchNetwork:
         return None
 
 
-def _outcome(response: httpx.Response, size: int) -> BatchOutcome:
-    if response.status_code not in (200, 202):
-        return BatchOutcome(0, error=True, detail=f"HTTP {response.status_code}")
-    body = response.json()
+def _outcome(status: int, answer: bytes, size: int) -> BatchOutcome:
+    if status not in (200, 202):
+        return BatchOutcome(0, error=True, detail=f"HTTP {status}")
+    body = json.loads(answer)
     accepted = len(body.get("accepted", []))
     committed = sum(1 for c in body.get("committed") or [] if c is not None)
     return BatchOutcome(committed, rejected=size - accepted, timed_out=accepted - committed)
@@ -312,9 +315,8 @@ def _outcome(response: httpx.Response, size: int) -> BatchOutcome:
 async def _measure(
     bench: BenchNetwork, spec: LoadSpec, payloads: Iterator[bytes], submit_to: str
 ) -> tuple[Recorder, dict[str, float], float, float, int | None, int | None]:
-    limits = httpx.Limits(max_connections=4096, max_keepalive_connections=4096)
-    timeout = httpx.Timeout(COMMIT_WAIT_MS / 1000 + 15.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+    lean = LeanHttpClient(timeout_s=COMMIT_WAIT_MS / 1000 + 15.0)
+    async with httpx.AsyncClient(timeout=10.0) as http:
         targets = list(bench.voters)
         leader = await bench.leader(http)
         if submit_to == "leader":
@@ -331,8 +333,8 @@ async def _measure(
         ]
 
         async def submit(target: int, batch: list[bytes]) -> BatchOutcome:
-            response = await http.post(urls[target], content=encode(batch))
-            return _outcome(response, len(batch))
+            status, answer = await lean.post(urls[target], encode(batch))
+            return _outcome(status, answer, len(batch))
 
         meter = CpuMeter({**bench.pids(), "client": _self_pid()})
         probe = bench.voters[0]
@@ -370,6 +372,7 @@ async def _measure(
                 duration=spec.duration,
             )
         per_node, machine = await sampler
+        await lean.aclose()
     client = per_node.pop("client", 0.0)
     blocks = None
     views = None
