@@ -10,9 +10,10 @@ adding a profile (or by the registry growing one), not by editing them.
 
 Known rules:
 
-* ``pbft`` (and ``hpbft`` until its author supplies a richer rule): ``n = 3f+1``
-  members, up to ``f = (n-1)//3`` Byzantine-or-crashed members, certificates need
-  ``2f+1`` distinct member signatures.
+* ``pbft``: ``n = 3f+1`` members, up to ``f = (n-1)//3`` Byzantine-or-crashed
+  members, certificates need ``2f+1`` distinct member signatures.
+* ``hpbft``: the same bound on the seats; certificates need ``2f+1`` seats of the
+  epoch that covers the block's height (``belep.consensus.hpbft_verify``).
 * ``raft``: ``n = 2f+1``, up to ``f = (n-1)//2`` *crashed* members, none Byzantine;
   certificates need a majority ``n//2 + 1`` of member signatures on Raft's
   ``raft-append`` statement (checked by ``belep.consensus.raft_cert``).
@@ -111,6 +112,14 @@ def _raft_rule() -> CertificateRule:
     return rule
 
 
+def _hpbft_rule() -> CertificateRule:
+    """HPBFT's own check: ``2f+1`` seats of the epoch covering the height (seats change with
+    committed ``SubstituteSeat`` transactions, see ``belep.consensus.hpbft_verify``)."""
+    module = importlib.import_module("belep.consensus.hpbft_verify")
+    rule: CertificateRule = module.make_certificate_rule()
+    return rule
+
+
 def _bft_rule() -> CertificateRule:
     return bft_rule
 
@@ -132,7 +141,12 @@ _FAULT_MODELS: dict[
         _bft_rule,
         ("pbft_prepare_quorum_2f", "pbft_viewchange_forgets_prepared"),
     ),
-    "hpbft": (True, _bft_f, _bft_rule, ()),
+    "hpbft": (
+        True,
+        _bft_f,
+        _hpbft_rule,
+        ("hpbft_mixed_quorum", "hpbft_standby_vote_before_substitution"),
+    ),
     "raft": (False, _crash_f, _raft_rule, ("raft_truncate_without_conflict",)),
 }
 
