@@ -171,3 +171,56 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_lean_http_client_reuses_connections_and_replaces_one_the_server_closed() -> None:
+    import asyncio
+
+    from belep.bench.http_client import LeanHttpClient
+
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        served = 0
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            served += 1
+            if body == b"chunked":
+                writer.write(
+                    b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                )
+            else:
+                answer = b"echo:" + body
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer) + answer
+                )
+            await writer.drain()
+            if body == b"close-after":
+                break  # like a server dropping an idle keep-alive connection
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = LeanHttpClient(timeout_s=5.0)
+        url = f"http://127.0.0.1:{port}/v1/x?wait=1"
+        assert await client.post(url, b"one") == (200, b"echo:one")
+        assert await client.post(url, b"two") == (200, b"echo:two")
+        assert len(connections) == 1  # kept alive and reused
+        assert await client.post(url, b"chunked") == (202, b"abcde")
+        assert await client.post(url, b"close-after") == (200, b"echo:close-after")
+        await asyncio.sleep(0.05)  # the server has closed that connection by now
+        assert await client.post(url, b"three") == (200, b"echo:three")
+        assert len(connections) == 2  # the stale connection was replaced once
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())

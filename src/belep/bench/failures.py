@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from belep.consensus.hpbft_verify import make_certificate_rule
 from belep.consensus.types import NodeId
 from belep.sim.engine import Simulation
 from belep.sim.model import (
@@ -99,11 +98,8 @@ class FailureParams:
 
 
 def profile_for(protocol: str) -> ProtocolProfile:
-    """The registered profile; HPBFT certificates are checked against each epoch's seats."""
-    profile = get_profile(protocol)
-    if protocol == "hpbft":
-        profile = replace(profile, certificate_rule=make_certificate_rule())
-    return profile
+    """The registered profile (HPBFT certificates are checked against each epoch's seats)."""
+    return get_profile(protocol)
 
 
 def locals_first(setup: Setup) -> tuple[NodeId, ...]:

@@ -10,8 +10,11 @@ answer, on a per-origin stack of idle keep-alive connections (a new
 connection when none is idle).
 
 Invariants: a connection is reused only after its previous response was read
-completely and the server did not ask to close it; any error closes the
-connection and raises :class:`~belep.errors.NetworkError`.
+completely, the server did not ask to close it, and it has been idle less
+than :data:`MAX_IDLE_S`; a reused connection the server had already closed
+is replaced once (resending is safe: nodes deduplicate submissions by
+transaction hash); any other error closes the connection and raises
+:class:`~belep.errors.NetworkError`.
 
 I/O: TCP connections to the given origins (loopback in the benchmark).
 """
@@ -26,8 +29,17 @@ from belep.errors import NetworkError
 
 __all__ = ["LeanHttpClient"]
 
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
+
+#: Idle connections older than this are closed instead of reused (servers drop idle
+#: keep-alive connections after a few seconds; uvicorn's default is 5 s).
+MAX_IDLE_S = 2.0
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -36,7 +48,7 @@ class LeanHttpClient:
     """POST to ``http://host:port`` origins over reused connections (see the module docstring)."""
 
     def __init__(self, timeout_s: float) -> None:
-        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        self._idle: dict[tuple[str, int], list[tuple[float, _Conn]]] = {}
         self._timeout = timeout_s
         self._open: set[asyncio.StreamWriter] = set()
 
@@ -48,19 +60,27 @@ class LeanHttpClient:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         origin = (host, port)
         idle = self._idle.setdefault(origin, [])
-        reader, writer = idle.pop() if idle else await self._connect(host, port)
         head = (
             f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"Content-Type: application/cbor\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode("ascii")
+        now = loop_time()
+        while idle and now - idle[-1][0] > MAX_IDLE_S:
+            self._close(idle.pop()[1][1])
+        reused = bool(idle)
+        reader, writer = idle.pop()[1] if idle else await self._connect(host, port)
         try:
             writer.write(head + body)
             status, payload, keep = await asyncio.wait_for(self._response(reader), self._timeout)
         except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
             self._close(writer)
+            if reused and isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)):
+                # The server closed the idle connection first: resend on a new one
+                # (submissions are idempotent: a node deduplicates by transaction hash).
+                return await self.post(url, body)
             raise NetworkError(f"HTTP POST {url} failed: {type(exc).__name__}") from exc
         if keep:
-            idle.append((reader, writer))
+            idle.append((loop_time(), (reader, writer)))
         else:
             self._close(writer)
         return status, payload
