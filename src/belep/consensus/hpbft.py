@@ -91,6 +91,12 @@ PROGRESS_TIMER = TimerId("hpbft/progress")
 HEARTBEAT_TIMER = TimerId("hpbft/heartbeat")
 REVIVE_TIMER = TimerId("hpbft/revive")
 REVIVAL_KEY = "hpbft/revival"
+#: Timeouts double with every view change that did not lead to a delivery (PBFT), up to
+#: these powers of two: the request timer of a working view (x4) and the wait for a
+#: NewView (x16). Bounded so that, once the network is stable again, a domain that went
+#: through many view changes recovers in a bounded time.
+PROGRESS_BACKOFF_CAP = 2
+VIEW_CHANGE_BACKOFF_CAP = 4
 #: Proposal times the primary remembers to tell silent seats (bounded).
 PROPOSAL_MEMORY = 1024
 #: Retransmissions per heartbeat (lowest undecided heights first).
@@ -226,7 +232,7 @@ class HpbftReplica(HpbftCore):
         blocks while censoring others is still replaced."""
         if self._progress_armed or not self._acts_as_seat() or not self._has_work():
             return
-        timeout = self.config.request_timeout_ms << min(self._vc_attempt, 6)
+        timeout = self.config.request_timeout_ms << min(self._vc_attempt, PROGRESS_BACKOFF_CAP)
         oldest = self._pool.oldest_pending_ms()
         start = self._now if oldest is None else max(oldest, self._view_started)
         delay = max(1, timeout - (self._now - start))
@@ -279,6 +285,7 @@ class HpbftReplica(HpbftCore):
                     )
                 )
             self._idle = True
+            self._release_held_votes()
             self._retransmit()
             self._maybe_propose()
         elif not self.is_seat():
@@ -369,9 +376,13 @@ class HpbftReplica(HpbftCore):
         vc = self._make_view_change(target)
         self._vcs.setdefault(target, {})[self._me] = vc
         self._persist_state()
-        self._persist_votes()
         self._out.append(Broadcast(self._other_seats(), vc))
         self._last_vc_sent_ms = self._now
+        # As a PBFT client would after its timeout: hand the waiting transactions to every
+        # seat, so the others start their request timers too (f+1 of them move the view).
+        waiting = self._pool.pending_older_than(self._now, 4 * self.config.max_batch_size)
+        if waiting:
+            self._out.append(Broadcast(self._other_seats(), Forward(waiting)))
         if self._progress_armed:
             self._out.append(CancelTimer(PROGRESS_TIMER))
             self._progress_armed = False
@@ -380,12 +391,16 @@ class HpbftReplica(HpbftCore):
 
     def _maybe_arm_vc_timer(self) -> None:
         """PBFT's rule: the view-change timer runs only once ``2f+1`` seats asked for this
-        view, so a seat that suspects the primary alone does not race through views."""
+        view (or a later one), so a seat that suspects the primary alone does not race
+        through views."""
         if self._progress_armed or not self._in_view_change:
             return
-        if len(self._vcs.get(self.view, {})) < self.history.current.quorum:
+        asking = {
+            node for view, messages in self._vcs.items() if view >= self.view for node in messages
+        }
+        if len(asking) < self.history.current.quorum:
             return
-        delay = self.config.request_timeout_ms << min(self._vc_attempt, 6)
+        delay = self.config.request_timeout_ms << min(self._vc_attempt, VIEW_CHANGE_BACKOFF_CAP)
         self._vc_attempt += 1
         self._out.append(SetTimer(PROGRESS_TIMER, delay))
         self._progress_armed = True
@@ -544,7 +559,6 @@ class HpbftReplica(HpbftCore):
         self._last_heard = {}
         self._view_started = self._now
         self._persist_state()
-        self._persist_votes()
         if designation.base_height > self.delivered_height:
             self._schedule_fetch(soon=True)
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from belep.consensus.certificates import SignatureCache, verify_certificate
 from belep.crypto import PublicKey
 from belep.encoding import (
+    Key,
     Value,
     decode,
     encode,
@@ -60,7 +61,8 @@ from belep.ledger.block import (
     QuorumCertificate,
     Transaction,
 )
-from belep.ledger.merkle import InclusionProof, hash_leaf
+from belep.ledger.genesis import bft_quorum as ledger_bft_quorum
+from belep.ledger.merkle import InclusionProof, hash_leaf, inclusion_proof
 
 __all__ = [
     "COMMIT_KIND",
@@ -78,6 +80,7 @@ __all__ = [
     "find_config_tx",
     "genesis_history",
     "is_config_payload",
+    "revive_order_from_block",
 ]
 
 #: Prefix of every configuration transaction payload (never a valid CBOR head byte sequence
@@ -88,8 +91,8 @@ COMMIT_KIND = "commit"
 
 
 def bft_quorum(n: int) -> int:
-    """``2f + 1`` with ``f = (n - 1) // 3``."""
-    return 2 * ((n - 1) // 3) + 1
+    """Seat quorum: :func:`belep.ledger.genesis.bft_quorum` (``2f + 1`` when ``n = 3f + 1``)."""
+    return ledger_bft_quorum(n)
 
 
 def _node_list(value: Value, what: str) -> tuple[NodeId, ...]:
@@ -126,7 +129,7 @@ class SubstituteSeat:
         }
 
     @classmethod
-    def from_wire(cls, m: dict[str, Value]) -> SubstituteSeat:
+    def from_wire(cls, m: dict[Key, Value]) -> SubstituteSeat:
         expect_fields(
             m, "substitute-seat", frozenset({"type", "domain", "epoch", "seat", "standby"})
         )
@@ -167,7 +170,7 @@ class ReviveChild:
         }
 
     @classmethod
-    def from_wire(cls, m: dict[str, Value]) -> ReviveChild:
+    def from_wire(cls, m: dict[Key, Value]) -> ReviveChild:
         expect_fields(m, "revive-child", frozenset({"type", "domain", "epoch", "seats", "failed"}))
         return cls(
             DomainId(expect_str(m["domain"], "domain")),
@@ -258,6 +261,24 @@ class ReviveOrder:
         )
 
 
+def revive_order_from_block(
+    block: Block, decision: ReviveChild, certificate: QuorumCertificate
+) -> ReviveOrder:
+    """The order proving that the parent's committed ``block`` carries ``decision``.
+
+    Raises :class:`ChainError` if the block does not carry the decision.
+    """
+    payload = decision.payload()
+    payloads = [tx.payload for tx in block.transactions]
+    if payload not in payloads:
+        raise ChainError(
+            "the parent block does not carry this decision", where=f"height {block.height}"
+        )
+    index = payloads.index(payload)
+    proof = inclusion_proof([hash_leaf(p) for p in payloads], index)
+    return ReviveOrder(decision, block.header, proof, certificate)
+
+
 @dataclass(frozen=True, slots=True)
 class RevivalRecord:
     """The child's on-chain record of a revival (first fresh block of the revived epoch).
@@ -286,7 +307,7 @@ class RevivalRecord:
         }
 
     @classmethod
-    def from_wire(cls, m: dict[str, Value]) -> RevivalRecord:
+    def from_wire(cls, m: dict[Key, Value]) -> RevivalRecord:
         expect_fields(
             m,
             "revival",
@@ -327,8 +348,7 @@ def decode_config_tx(payload: bytes) -> ConfigTx:
     if not is_config_payload(payload):
         raise ChainError("not a configuration transaction", expected="config magic")
     try:
-        m = expect_map(decode(payload[len(CONFIG_MAGIC) :]), "configuration transaction")
-        fields = {str(k): v for k, v in m.items()}
+        fields = expect_map(decode(payload[len(CONFIG_MAGIC) :]), "configuration transaction")
         kind = expect_str(fields.get("type"), "configuration type")
         if kind == "substitute-seat":
             return SubstituteSeat.from_wire(fields)

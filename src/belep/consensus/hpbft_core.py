@@ -62,13 +62,17 @@ from belep.consensus.hpbft_messages import (
 from belep.consensus.hpbft_state import (
     PREPARED_PREFIX,
     STATE_KEY,
-    VOTES_KEY,
+    TIP_KEY,
+    VOTE_PREFIX,
     DurableState,
     decode_prepared,
-    decode_votes,
+    decode_tip,
+    decode_vote,
     encode_prepared,
-    encode_votes,
+    encode_tip,
+    encode_vote,
     prepared_key,
+    vote_key,
 )
 from belep.consensus.log import log_size
 from belep.consensus.types import (
@@ -183,8 +187,10 @@ class HpbftCore:
         self._fetching_since: int | None = None
         self._fetch_armed = False
         self._last_heard: dict[NodeId, int] = {}
+        self._vote_keys: set[Height] = set()
+        self._held_votes: list[tuple[int, NodeId, VoteStatement, bytes]] = []
         self._reset_epoch_state()
-        if STATE_KEY in persisted:
+        if any(key.startswith("hpbft/") for key in persisted):
             self._restore(persisted)
 
     # -- state resets ------------------------------------------------------------------
@@ -325,44 +331,60 @@ class HpbftCore:
     def _reviving_order(self) -> ReviveOrder | None:
         return None  # overridden by the replica (revival)
 
-    def _persist_votes(self) -> None:
-        cfg = self.history.current
-        self._persist(VOTES_KEY, encode_votes(cfg.epoch, self.view, self._votes_sent))
+    def _persist_vote(self, height: Height, digest: Digest) -> None:
+        self._vote_keys.add(height)
+        self._persist(vote_key(height), encode_vote(self.history.current.epoch, self.view, digest))
+
+    def _forget_votes(self, up_to: int | None = None) -> None:
+        """Delete persisted votes (at or below ``up_to``, or all)."""
+        for h in sorted(self._vote_keys):
+            if up_to is None or h <= up_to:
+                self._vote_keys.discard(h)
+                self._persist(vote_key(h), None)
 
     def _restore(self, persisted: Mapping[str, bytes]) -> None:
-        state = DurableState.decode(persisted[STATE_KEY])
-        if state.history.domain != self.config.domain:
-            raise ConfigError(
-                "persisted state of another domain",
-                expected=self.config.domain,
-                found=state.history.domain,
-            )
-        self.history = state.history
-        self._base = state.base
-        self.delivered_height, self._delivered_hash = state.delivered
+        state = DurableState.decode(persisted[STATE_KEY]) if STATE_KEY in persisted else None
+        if state is not None:
+            if state.history.domain != self.config.domain:
+                raise ConfigError(
+                    "persisted state of another domain",
+                    expected=self.config.domain,
+                    found=state.history.domain,
+                )
+            self.history = state.history
+            self._base = state.base
+            self.delivered_height, self._delivered_hash = state.delivered
+        if TIP_KEY in persisted:
+            tip = decode_tip(persisted[TIP_KEY])
+            if tip[0] > self.delivered_height:
+                self.delivered_height, self._delivered_hash = tip
         self._reset_epoch_state()
-        if state.stable is not None:
-            self._checkpoints.restore(state.stable)
-        self.view = state.view
-        self._in_view_change = state.in_view_change
-        self._reset_view_state()
-        self._view_base = state.view_base
-        self._designated = {
-            Height(state.view_base[0] + 1 + i): d for i, d in enumerate(state.designated)
-        }
-        self._designated_top = Height(state.view_base[0] + len(state.designated))
+        if state is not None:
+            if state.stable is not None:
+                self._checkpoints.restore(state.stable)
+            self.view = state.view
+            self._in_view_change = state.in_view_change
+            self._reset_view_state()
+            self._view_base = state.view_base
+            self._designated = {
+                Height(state.view_base[0] + 1 + i): d for i, d in enumerate(state.designated)
+            }
+            self._designated_top = Height(state.view_base[0] + len(state.designated))
         self._next_height = Height(max(self.delivered_height, self._designated_top) + 1)
-        if VOTES_KEY in persisted:
-            epoch, view, votes = decode_votes(persisted[VOTES_KEY])
+        for key in sorted(k for k in persisted if k.startswith(VOTE_PREFIX)):
+            height = Height(int(key[len(VOTE_PREFIX) :]))
+            self._vote_keys.add(height)
+            epoch, view, digest = decode_vote(persisted[key])
             if epoch == self.history.current.epoch and view == self.view:
-                self._votes_sent = votes
+                self._votes_sent[height] = digest
         for key in sorted(k for k in persisted if k.startswith(PREPARED_PREFIX)):
             qc, block = decode_prepared(persisted[key])
             s = qc.statement
             if s.epoch == self.history.current.epoch and s.height > self._low:
                 self._prepared[s.height] = qc
                 self._blocks[block.block_hash] = block
-        self._restore_extra(state)
+        if state is not None:
+            self._restore_extra(state)
 
     def _restore_extra(self, state: DurableState) -> None:
         """Hook for the replica's revival state."""
@@ -396,10 +418,10 @@ class HpbftCore:
         self._vc_attempt = 0
         for key in [prepared_key(h) for h in self._prepared]:
             self._persist(key, None)
+        self._forget_votes()
         self._reset_epoch_state()
         self._last_heard = {}
         self._persist_state()
-        self._persist_votes()
         self._on_new_epoch()
         future, self._future = self._future, []
         for sender, message in future:
@@ -469,7 +491,7 @@ class HpbftCore:
 
     def _prepared_frontier(self) -> int:
         """The highest height whose block may already be voted on in this view."""
-        frontier = max(self.delivered_height, self._view_base[0])
+        frontier: int = max(self.delivered_height, self._view_base[0])
         while Height(frontier + 1) in self._view_qcs or Height(frontier + 1) in self._commits:
             frontier += 1
         return frontier
@@ -692,7 +714,7 @@ class HpbftCore:
                     PREPARE_KIND, self.config.domain, cfg.epoch, self.view, h, block.block_hash
                 )
                 self._votes_sent[h] = block.block_hash
-                self._persist_votes()
+                self._persist_vote(h, block.block_hash)
                 self._send_vote(statement)
             h = Height(h + 1)
 
@@ -728,7 +750,22 @@ class HpbftCore:
             return
         if not self._counts(sender):
             raise ProtocolViolation("vote by a node holding no seat", found=sender)
+        if BUG_MIXED_QUORUM in self._bugs and not self.history.current.holds_seat(sender):
+            # The paper's "local first": standby feedback is used only when locals are late.
+            self._held_votes.append((self._now, sender, s, vote.signature))
+            return
         self._add_vote(sender, s, vote.signature, trusted=False)
+
+    def _release_held_votes(self) -> None:
+        """Planted bug only: count standby votes that waited a heartbeat for local ones."""
+        due = [v for v in self._held_votes if self._now - v[0] >= self.config.heartbeat_ms]
+        self._held_votes = [v for v in self._held_votes if v not in due]
+        for _at, voter, statement, signature in due:
+            if statement.view == self.view and self._is_primary():
+                try:
+                    self._add_vote(voter, statement, signature, trusted=False)
+                except ValidationError:
+                    self._count("invalid_held_vote")
 
     def _add_vote(
         self, voter: NodeId, s: VoteStatement, signature: bytes, *, trusted: bool
@@ -865,7 +902,7 @@ class HpbftCore:
             stable = self._checkpoints.add_vote(self._me, statement, signature, trusted=True)
             if stable is not None:
                 self._on_stable(stable)
-        self._persist_state()
+        self._persist(TIP_KEY, encode_tip(h, block.block_hash))
         self._on_delivered()
         self._try_votes(Height(h + 1))
         self._maybe_propose()
@@ -902,6 +939,7 @@ class HpbftCore:
             for h in [h for h in table if h <= low]:
                 del table[h]
         self._commit_voted = {h for h in self._commit_voted if h > low}
+        self._forget_votes(low)
         self._prepare_votes.prune(lambda _k, _v, height: height > low)
         self._commit_votes.prune(lambda _k, _v, height: height > low)
         self._persist_state()

@@ -7,8 +7,12 @@ record :class:`DurableState`:
   view (and whether a view change is in progress), the view's base and
   designated chain, the delivered tip, the stable checkpoint certificate and
   the revival this node joined (if any);
-* ``hpbft/votes`` — the prepare votes cast in the current view (so a
-  restarted seat never votes for two blocks at one height of one view);
+* ``hpbft/tip`` — the delivered tip (height and hash), rewritten at every
+  delivery (``hpbft/state`` is rewritten only when the view, epoch or
+  checkpoint changes);
+* ``hpbft/vote/<height>`` — the prepare vote cast at a height (epoch, view,
+  block hash), so a restarted seat never votes for two blocks at one height of
+  one view;
 * ``hpbft/prepared/<height>`` — the highest-view prepare certificate held at a
   height, with its block (the lock a view change must report).
 
@@ -21,7 +25,7 @@ No I/O here: encoding and decoding only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from belep.consensus.hpbft_config import ConfigHistory, EpochConfig, ReviveOrder
@@ -53,22 +57,31 @@ from belep.ledger.block import (
 __all__ = [
     "PREPARED_PREFIX",
     "STATE_KEY",
-    "VOTES_KEY",
+    "TIP_KEY",
+    "VOTE_PREFIX",
     "DurableState",
     "decode_prepared",
-    "decode_votes",
+    "decode_tip",
+    "decode_vote",
     "encode_prepared",
-    "encode_votes",
+    "encode_tip",
+    "encode_vote",
     "prepared_key",
+    "vote_key",
 ]
 
 STATE_KEY = "hpbft/state"
-VOTES_KEY = "hpbft/votes"
+TIP_KEY = "hpbft/tip"
+VOTE_PREFIX = "hpbft/vote/"
 PREPARED_PREFIX = "hpbft/prepared/"
 
 
 def prepared_key(height: int) -> str:
     return f"{PREPARED_PREFIX}{height:012d}"
+
+
+def vote_key(height: int) -> str:
+    return f"{VOTE_PREFIX}{height:012d}"
 
 
 def _epoch_to_wire(e: EpochConfig) -> dict[str, Value]:
@@ -189,34 +202,64 @@ class DurableState:
             raise ConfigError(f"unreadable persisted hpbft state: {exc.message}") from exc
 
 
-def encode_votes(epoch: Epoch, view: View, votes: Mapping[Height, Digest]) -> bytes:
-    return encode(
-        {"epoch": epoch, "view": view, "votes": [[h, d] for h, d in sorted(votes.items())]}
-    )
+def encode_tip(height: Height, digest: Digest) -> bytes:
+    return encode([height, digest])
 
 
-def decode_votes(data: bytes) -> tuple[Epoch, View, dict[Height, Digest]]:
+def decode_tip(data: bytes) -> tuple[Height, Digest]:
     try:
-        m = expect_map(decode(data), "hpbft votes")
-        expect_fields(m, "hpbft votes", frozenset({"epoch", "view", "votes"}))
-        votes = dict(_pair(item, "vote") for item in expect_list(m["votes"], "votes"))
-        return (
-            Epoch(expect_int(m["epoch"], "epoch", minimum=0)),
-            View(expect_int(m["view"], "view", minimum=0)),
-            votes,
-        )
+        return _pair(decode(data), "tip")
     except ValidationError as exc:
-        raise ConfigError(f"unreadable persisted hpbft votes: {exc.message}") from exc
+        raise ConfigError(f"unreadable persisted hpbft tip: {exc.message}") from exc
+
+
+def encode_vote(epoch: Epoch, view: View, digest: Digest) -> bytes:
+    return encode([epoch, view, digest])
+
+
+def decode_vote(data: bytes) -> tuple[Epoch, View, Digest]:
+    try:
+        items = expect_list(decode(data), "vote")
+        if len(items) != 3:
+            raise ConfigError("persisted vote must be [epoch, view, hash]", found=len(items))
+        return (
+            Epoch(expect_int(items[0], "epoch", minimum=0)),
+            View(expect_int(items[1], "view", minimum=0)),
+            Digest(expect_bytes(items[2], "hash", size=HASH_SIZE)),
+        )
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        raise ConfigError(f"unreadable persisted hpbft vote: {exc.message}") from exc
+
+
+#: Encoded blocks by hash. Every seat of a domain persists the same blocks, and a
+#: simulation runs all of them in one process: a bounded memo of a pure function
+#: (the canonical encoding) that changes no result.
+_ENCODED_BLOCKS: OrderedDict[Digest, bytes] = OrderedDict()
+_ENCODED_BLOCKS_MAX = 512
+
+
+def _encoded_block(block: Block) -> bytes:
+    digest = block.block_hash
+    data = _ENCODED_BLOCKS.get(digest)
+    if data is None:
+        data = encode(block.to_wire())
+        _ENCODED_BLOCKS[digest] = data
+        if len(_ENCODED_BLOCKS) > _ENCODED_BLOCKS_MAX:
+            _ENCODED_BLOCKS.popitem(last=False)
+    return data
 
 
 def encode_prepared(certificate: QuorumCertificate, block: Block) -> bytes:
-    return encode({"qc": certificate.to_wire(), "block": block.to_wire()})
+    return encode({"qc": certificate.to_wire(), "block": _encoded_block(block)})
 
 
 def decode_prepared(data: bytes) -> tuple[QuorumCertificate, Block]:
     try:
         m = expect_map(decode(data), "hpbft prepared")
         expect_fields(m, "hpbft prepared", frozenset({"qc", "block"}))
-        return QuorumCertificate.from_wire(m["qc"]), Block.from_wire(m["block"])
+        block = Block.from_wire(decode(expect_bytes(m["block"], "block")))
+        return QuorumCertificate.from_wire(m["qc"]), block
     except ValidationError as exc:
         raise ConfigError(f"unreadable persisted prepared certificate: {exc.message}") from exc

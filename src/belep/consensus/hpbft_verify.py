@@ -54,6 +54,7 @@ __all__ = [
     "HistoryCache",
     "check_certificate",
     "committee_at",
+    "history_for_certificate",
     "make_certificate_rule",
     "replay_history",
     "scan_revivals",
@@ -191,18 +192,31 @@ class HistoryCache:
         return _apply_revivals(history, pending, height)
 
 
+def history_for_certificate(
+    cache: HistoryCache,
+    chain: Sequence[Block],
+    height: int,
+    epoch: int,
+    orders: Sequence[ReviveOrder] = (),
+) -> ConfigHistory:
+    """The history to check a certificate of ``epoch`` at ``height`` on top of ``chain``.
+
+    ``orders`` are revival decisions known to have been delivered: a
+    certificate of the epoch a decision opens is checked against the
+    decision's seats at any height the stalled epoch covered (the revival
+    record that pins the exact range is committed only after the blocks it
+    re-certifies).
+    """
+    history = cache.before(chain, height)
+    if history.epoch(epoch) is None:
+        history = _provisional_revival(history, orders, height, epoch)
+    return history
+
+
 def make_certificate_rule(
     orders: Callable[[], Sequence[ReviveOrder]] = lambda: (),
 ) -> CertificateRule:
-    """The simulator's certificate rule for HPBFT.
-
-    The history for a height is replayed from the canonical chain below it.
-    ``orders`` returns the revival decisions delivered so far in the run: a
-    certificate of the epoch a decision opens is checked against the
-    decision's seats at any height the stalled epoch covered (the revival
-    record that pins the exact range is only committed after the blocks it
-    re-certifies).
-    """
+    """The simulator's certificate rule for HPBFT (see :func:`history_for_certificate`)."""
     caches: dict[tuple[str, tuple[str, ...], tuple[str, ...]], HistoryCache] = {}
     signatures = SignatureCache()
 
@@ -215,10 +229,9 @@ def make_certificate_rule(
             cache = caches[key] = HistoryCache(
                 genesis_history(config.domain, config.members, config.observers)
             )
-        history = cache.before(chain, block.height)
-        s = cert.statement
-        if history.epoch(s.epoch) is None:
-            history = _provisional_revival(history, orders(), block.height, s.epoch)
+        history = history_for_certificate(
+            cache, chain, block.height, cert.statement.epoch, orders()
+        )
         check_certificate(history, config.keys, block, cert, signatures)
 
     return rule
