@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from belep.commands.sim_failures import experiment_app
 from belep.errors import ConfigError
 from belep.sim.model import (
     FAULT_KINDS,
@@ -234,5 +235,6 @@ def _print_human(summary: dict[str, object]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``belep sim`` to the root application."""
+    """Add ``belep sim`` (and its ``experiment`` group) to the root application."""
+    sim_app.add_typer(experiment_app, name="experiment")
     app.add_typer(sim_app, name="sim")
