@@ -103,6 +103,7 @@ class Cluster:
     record: bool = False
     isolated: set[NodeId] = field(default_factory=set)  # partitioned away from everyone
     byzantine: set[NodeId] = field(default_factory=set)  # deliveries not checked
+    transfer_ms: int = 2  # state transfer round trip
 
     def __post_init__(self) -> None:
         self.ids = node_ids(self.n)
@@ -219,9 +220,9 @@ class Cluster:
             del self._timers[node][timer]
             self.step(node, TimerFired(timer))
         elif kind == "fetched":
-            incarnation, blocks = payload
+            incarnation, request = payload
             if incarnation == self._incarnation[node]:
-                self.step(node, BlocksFetched(blocks))
+                self.step(node, BlocksFetched(self._fetched_blocks(node, request)))
 
     def _execute(self, node: NodeId, effects: list[Effect]) -> None:
         if self.record:
@@ -264,15 +265,19 @@ class Cluster:
         self._push(self.now + self.latency, "msg", dst, (src, message))
 
     def _serve_transfer(self, node: NodeId, request: RequestStateTransfer) -> None:
+        """Answer after ``transfer_ms`` with what the first reachable peer has *then*."""
+        self._push(self.now + self.transfer_ms, "fetched", node, (self._incarnation[node], request))
+
+    def _fetched_blocks(
+        self, node: NodeId, request: RequestStateTransfer
+    ) -> tuple[tuple[Block, QuorumCertificate], ...]:
         start = int(request.from_height)
         for peer in request.peers:
             chain = self.chains.get(peer, [])
             reachable = node not in self.isolated and peer not in self.isolated
             if reachable and self.replicas.get(peer) is not None and len(chain) >= start:
-                blocks = tuple(chain[start - 1 : start - 1 + 64])
-                self._push(self.now + 2, "fetched", node, (self._incarnation[node], blocks))
-                return
-        self._push(self.now + 2, "fetched", node, (self._incarnation[node], ()))
+                return tuple(chain[start - 1 : start - 1 + 64])
+        return ()
 
     # -- invariants -----------------------------------------------------------------
 

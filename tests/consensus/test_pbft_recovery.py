@@ -7,7 +7,7 @@ import dataclasses
 from pbft_cluster import Cluster, make_config, node_ids, tx
 
 from belep.consensus.pbft import Mode, PbftReplica
-from belep.consensus.pbft_messages import Commit, Prepare, StatusReply
+from belep.consensus.pbft_messages import Checkpoint, Commit, Prepare, PrePrepare, StatusReply
 from belep.consensus.pbft_state import (
     META_KEY,
     PersistedSlot,
@@ -276,3 +276,33 @@ def test_observer_restart_keeps_its_delivered_height() -> None:
             store[e.key] = e.value
     again = PbftReplica(make_config(observer, 4, **overrides), store)
     assert (again.mode, again.committed_height) == (Mode.OBSERVER, 5)
+
+
+def test_fetched_blocks_are_not_delivered_twice_when_a_checkpoint_completes_on_the_way() -> None:
+    """r3 misses block 4 and r0's later votes. Delivering fetched block 4 completes
+    checkpoint 4 with r3's own vote; R1 then lets r3 vote on 5 and 6, its votes complete
+    their certificates from its log, and it delivers them at once; the rest of the
+    fetched batch must not deliver them again (found by the simulator, seed 3090)."""
+    c = started(max_batch_size=1, checkpoint_interval=4, window=4)
+    c.transfer_ms = 30  # the peer serving the fetch is ahead by then
+    r0, r3 = c.ids[0], c.ids[3]
+
+    def starve_r3(src: NodeId, dst: NodeId, message: object) -> object | None:
+        if dst != r3:
+            return message
+        if isinstance(message, PrePrepare) and message.block.height == 4:
+            return None  # r3 never sees block 4 proposed
+        later_vote = (
+            isinstance(message, Prepare | Commit | Checkpoint) and message.statement.height >= 4
+        )
+        if src == r0 and later_vote:
+            return None  # r3's own votes complete checkpoint 4 and blocks 5, 6
+        return message
+
+    c.filter = starve_r3
+    txs = [tx(i) for i in range(6)]
+    for t in txs:
+        c.submit(c.ids[1], t)
+    assert c.run(lambda: c.all_committed(txs))
+    assert c.violations == []
+    assert [b.height for b, _ in c.chains[r3]] == [1, 2, 3, 4, 5, 6]

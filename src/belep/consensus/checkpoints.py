@@ -161,6 +161,15 @@ class CheckpointTracker:
         self._set_stable(certificate)
         return certificate
 
+    def support(self, statement: VoteStatement) -> int:
+        """Distinct voters whose pending vote is ``statement``.
+
+        ``f + 1`` of them include a correct voter, which delivered that block:
+        enough to know the chain reached that height (and to fetch it), though
+        not to make it stable.
+        """
+        return len(self._votes.get(statement, ()))
+
     def verify(self, certificate: QuorumCertificate) -> None:
         """Raise unless ``certificate`` is a valid stable checkpoint certificate here."""
         self.check_statement(certificate.statement)

@@ -544,9 +544,14 @@ class PbftCore:
         self._maybe_propose()
 
     def _on_checkpoint(self, sender: NodeId, msg: Checkpoint) -> None:
-        stable = self._checkpoints.add_vote(sender, msg.statement, msg.signature)
+        s = msg.statement
+        stable = self._checkpoints.add_vote(sender, s, msg.signature)
         if stable is not None:
             self._on_stable(stable)
+        elif s.height > self._delivered and self._checkpoints.support(s) > self.config.f:
+            # f + 1 matching votes: a correct replica delivered that height; catch up
+            # without waiting for a full quorum (a faulty voter may withhold its vote).
+            self._request_transfer(s.height)
 
     def _on_stable(self, certificate: QuorumCertificate) -> None:
         """A higher stable checkpoint (already held by the tracker): collect garbage."""
@@ -611,7 +616,13 @@ class PbftCore:
             self._transfer_in_flight = False
             self._fx.append(CancelTimer(TIMER_TRANSFER))
         for block, certificate in good:
-            self._deliver(block, certificate)
+            # A delivery can complete a checkpoint, and through it deliver later
+            # heights from the log: deliver only what is still next.
+            if (
+                block.height == self._delivered + 1
+                and block.header.prev_hash == self._delivered_hash
+            ):
+                self._deliver(block, certificate)
         if good:
             self._after_delivery()
             # Keep fetching until a fetch brings nothing new: blocks committed
