@@ -374,6 +374,8 @@ class PbftReplica(PbftCore):
             self._forward.extend(t for t in pending if t.tx_hash not in known)
         self._flush_forward()
         for slot in accepted:
+            if self._log.get(slot.height) is not slot:
+                continue  # collected by a checkpoint that one of these votes completed
             self._try_prepare(slot.height)
             self._resolve_certificates(slot)
         early, self._early = self._early, []
