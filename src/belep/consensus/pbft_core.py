@@ -560,9 +560,9 @@ class PbftCore:
         self._persist(STABLE_KEY, encode(certificate.to_wire()))
         for h, _slot in self._log.advance(low):
             self._persist(slot_key(h), None)
-        for h, digest in sorted(k for k in self._persisted_blocks if k[0] <= low):
-            self._persisted_blocks.discard((h, digest))
-            self._persist(block_key(h, digest), None)
+        for key in sorted(k for k in self._persisted_blocks if k[0] <= low):
+            self._persisted_blocks.discard(key)
+            self._persist(block_key(*key), None)
         self._committed = {h: v for h, v in self._committed.items() if h >= low}
         self._prepares.prune(lambda _k, _v, height: height > low)
         self._commits.prune(lambda _k, _v, height: height > low)
