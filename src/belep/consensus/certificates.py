@@ -56,8 +56,8 @@ __all__ = [
     "verify_certificate",
 ]
 
-#: Verified signatures remembered per node (each entry is ~200 bytes).
-DEFAULT_CACHE_SIZE = 65_536
+#: Verified signatures remembered per node (each entry is ~200 bytes: ~3 MB in all).
+DEFAULT_CACHE_SIZE = 16_384
 
 
 class SignatureCache:
@@ -245,12 +245,13 @@ class BlockBodyCache:
     inside a new-view; recomputing its Merkle root each time would hash every
     transaction again. Comparing the transactions with the ones already
     checked for that header is a byte comparison (and free when it is the same
-    object).
+    object). It holds the bodies it remembers: keep ``capacity`` near the number
+    of blocks in flight.
     """
 
     __slots__ = ("_capacity", "_checked")
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 64) -> None:
         self._capacity = capacity
         self._checked: OrderedDict[Digest, tuple[Transaction, ...]] = OrderedDict()
 

@@ -164,7 +164,7 @@ class PbftCore:
             validate_transaction=config.validate_transaction,
         )
         self._cache = SignatureCache()
-        self._bodies = BlockBodyCache()
+        self._bodies = BlockBodyCache(capacity=2 * size)  # the log and a view change's blocks
         voters = self._rules.voters
         self._prepares = VoteCollector(voters, prepare_quorum, self._cache)
         self._commits = VoteCollector(voters, quorum, self._cache)
