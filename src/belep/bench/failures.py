@@ -94,7 +94,7 @@ class FailureParams:
     rate_per_s: int = 400
     seed: int = 1
     normal_ms: int = 4000
-    normal_rates: tuple[int, ...] = (400, 2000)
+    normal_rates: tuple[int, ...] = (400, 800)
 
 
 def profile_for(protocol: str) -> ProtocolProfile:

@@ -62,10 +62,11 @@ __all__ = ["HpbftViewChange"]
 
 PROGRESS_TIMER = TimerId("hpbft/progress")
 #: Timeouts double with every view change that did not lead to a delivery (PBFT), up to
-#: these powers of two: the request timer of a working view (x4) and the wait for a
+#: these powers of two: the request timer of a working view (x2) and the wait for a
 #: NewView (x16). Bounded so that, once the network is stable again, a domain that went
-#: through many view changes recovers in a bounded time.
-PROGRESS_BACKOFF_CAP = 2
+#: through many view changes (f faulty primaries in a row) recovers in a bounded time;
+#: ``request_timeout_ms`` must exceed a few message delays of the real network.
+PROGRESS_BACKOFF_CAP = 1
 VIEW_CHANGE_BACKOFF_CAP = 4
 #: Proposal times the primary remembers to tell silent seats (bounded).
 PROPOSAL_MEMORY = 1024
@@ -100,12 +101,17 @@ class HpbftViewChange(HpbftNormalCase):
         """The request timer (PBFT's): a seat waiting too long for work to commit suspects
         the primary. It measures from the arrival of the oldest transaction still waiting
         to be proposed (not from the last delivery), so a primary that commits some
-        blocks while censoring others is still replaced."""
+        blocks while censoring others is still replaced; a full block delivered
+        restarts the wait (the primary is working through a backlog in order)."""
         if self._progress_armed or not self._acts_as_seat() or not self._has_work():
             return
         timeout = self.config.request_timeout_ms << min(self._vc_attempt, PROGRESS_BACKOFF_CAP)
         oldest = self._pool.oldest_pending_ms()
-        start = self._now if oldest is None else max(oldest, self._view_started)
+        start = (
+            self._now
+            if oldest is None
+            else max(oldest, self._view_started, self._last_full_delivery_ms)
+        )
         delay = max(1, timeout - (self._now - start))
         self._out.append(SetTimer(PROGRESS_TIMER, delay))
         self._progress_armed = True
