@@ -129,7 +129,7 @@ def sim(
     scenario: str | None = typer.Option(
         None,
         "--scenario",
-        help=f"Draw schedules from a targeted family: {', '.join(sorted(SCENARIOS))}.",
+        help=f"Draw schedules from a targeted family: {', '.join(sorted(SCENARIOS))}, or mixture.",
     ),
     rate: int = typer.Option(400, "--rate", min=0, help="Client transactions per virtual second."),
     beyond_model: bool = typer.Option(

@@ -7,6 +7,7 @@ around a view change. Each family here draws, from the seed, one schedule of
 such a situation, always **within the fault model** (one Byzantine member;
 the Byzantine member's own crash or isolation does not add to the count), so
 a correct protocol must stay safe and live under every one of them.
+:data:`MIXTURE` cycles through the families, one per seed.
 
 * ``equivocate-to-successor`` — the primary of view 1 (``members[1]``; view 0
   is abandoned at genesis by the PBFT replicas' start-up recovery) equivocates
@@ -18,7 +19,13 @@ a correct protocol must stay safe and live under every one of them.
   before it is cut off, messages into the other replicas are held back by
   300-900 ms, so blocks they commit in view 1 are delivered only after the
   successor has started view 2 from its minority certificate. Exposes the
-  same bug by another path.
+  same bug by another path, and a view change that drops prepared blocks.
+  ``late-commits-long`` holds messages back over a longer stretch (100-250 ms
+  before the cut, with probability 0.5-1).
+* ``lone-witness`` (crash faults only) — the primary crashes while a block's
+  commits are in flight, and every replica but one (the witness) loses its
+  incoming messages around the crash: the witness alone delivers the block
+  before the view change. Exposes a view change that drops prepared blocks.
 * ``primary-crash-mid-commit`` — the equivocating primary crashes at a random
   moment while commits are in flight and one or two replicas lose 30-95% of
   their incoming messages around the crash; it restarts (with its disk) at the
@@ -44,7 +51,7 @@ from belep.sim.model import (
     member_ids,
 )
 
-__all__ = ["SCENARIOS", "draw_scenario"]
+__all__ = ["MIXTURE", "SCENARIOS", "draw_scenario"]
 
 
 def _into(node: NodeId, members: tuple[NodeId, ...]) -> tuple[tuple[str, str], ...]:
@@ -128,16 +135,81 @@ def primary_crash_mid_commit(params: SimParams, seed: int) -> FaultSchedule:
     return FaultSchedule(faults, (role,), params.duration_ms)
 
 
+def late_commits_long(params: SimParams, seed: int) -> FaultSchedule:
+    rng = random.Random(f"late-commits-long/{seed}")
+    members = member_ids(params.nodes)
+    if len(members) < 4:
+        raise ConfigError("this scenario needs a BFT committee of at least 4", found=len(members))
+    primary, successor = members[1], members[2]
+    others = [m for m in members if m not in (primary, successor)]
+    cut = rng.randint(params.duration_ms * 3 // 20, params.duration_ms * 3 // 5)
+    links = tuple(link for v in others for link in _into(v, members))
+    faults = (
+        LinkFault(
+            "reorder",
+            round(rng.uniform(0.5, 1.0), 2),
+            max(0, cut - rng.randint(100, 250)),
+            cut,
+            links,
+            rng.randint(300, 900),
+        ),
+        PartitionFault(
+            ((str(primary),), tuple(str(m) for m in members if m != primary)),
+            cut,
+            min(params.duration_ms, cut + rng.randint(200, 400)),
+        ),
+    )
+    role = ByzantineRole(primary, ("equivocate",), (successor,))
+    return FaultSchedule(faults, (role,), params.duration_ms)
+
+
+def lone_witness(params: SimParams, seed: int) -> FaultSchedule:
+    rng = random.Random(f"lone-witness/{seed}")
+    members = member_ids(params.nodes)
+    if len(members) < 3:
+        raise ConfigError("this scenario needs at least 3 members", found=len(members))
+    primary = members[1]
+    correct = [m for m in members if m != primary]
+    witness = rng.choice(correct)
+    crash = rng.randint(params.duration_ms * 3 // 20, params.duration_ms * 7 // 10)
+    links = tuple(link for v in correct if v != witness for link in _into(v, members))
+    faults = (
+        CrashFault(primary, crash, params.duration_ms),
+        LinkFault(
+            "loss",
+            round(rng.uniform(0.8, 1.0), 2),
+            max(0, crash - rng.randint(10, 100)),
+            crash + rng.randint(5, 40),
+            links,
+        ),
+    )
+    return FaultSchedule(faults, (), params.duration_ms)
+
+
 #: Scenario families by name (``belep sim --scenario NAME``).
 SCENARIOS: dict[str, Callable[[SimParams, int], FaultSchedule]] = {
     "equivocate-to-successor": equivocate_to_successor,
     "late-commits": late_commits,
+    "late-commits-long": late_commits_long,
+    "lone-witness": lone_witness,
     "primary-crash-mid-commit": primary_crash_mid_commit,
 }
 
 
+#: ``--scenario mixture``: seed ``s`` uses family ``s mod 5`` in this order.
+MIXTURE = (
+    "equivocate-to-successor",
+    "late-commits",
+    "late-commits-long",
+    "lone-witness",
+    "primary-crash-mid-commit",
+)
+
+
 def draw_scenario(name: str, params: SimParams) -> FaultSchedule:
     """The schedule of family ``name`` for ``params.seed``; raises :class:`ConfigError`."""
+    if name == "mixture":
+        name = MIXTURE[params.seed % len(MIXTURE)]
     family = SCENARIOS.get(name)
     if family is None:
         raise ConfigError("unknown scenario", expected=sorted(SCENARIOS), found=name)
