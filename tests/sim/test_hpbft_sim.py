@@ -50,6 +50,7 @@ from belep.ledger.block import (
 )
 from belep.sim.engine import SIM_DOMAIN, sim_key
 from belep.sim.model import (
+    ByzantineRole,
     CrashFault,
     FaultSchedule,
     PartitionFault,
@@ -57,7 +58,7 @@ from belep.sim.model import (
     schedule_to_json,
 )
 from belep.sim.protocols import ProtocolProfile, get_profile
-from belep.sim.runner import RunResult, run_seed, run_seeds, summarize
+from belep.sim.runner import RunResult, draw_schedule, run_seed, run_seeds, summarize
 
 SHORT = {"duration_ms": 1000, "stable_ms": 1500, "drain_ms": 800}
 PARENT = DomainId("sim-parent")
@@ -190,6 +191,22 @@ def test_votes_of_standbys_without_a_seat_are_ignored() -> None:
         # a quorum: a commit needs three of the four seats.
         stalled = [t for t in result.commit_times_ms if 350 < t < 700]
         assert stalled == [], f"seed {seed}: committed with standby votes at {stalled[:3]}"
+
+
+def test_byzantine_standbys_change_nothing_within_the_model() -> None:
+    """Standbys that vote, forge, tamper, replay or run as Twins, among mixed faults."""
+    profile = hpbft_profile(voting_standby_factory(frozenset({"s1"})))
+    params = SimParams(protocol="hpbft", nodes=4, observers=3, **SHORT)
+    behaviours = [("twins",), ("equivocate", "forge", "replay", "tamper", "withhold")]
+    for seed in range(3000, 3016):
+        drawn = draw_schedule(replace(params, seed=seed), profile)
+        role = ByzantineRole(NodeId("s0"), behaviours[seed % 2])
+        # The Byzantine standby is this run's one fault (it may be handed a seat).
+        faults = tuple(f for f in drawn.faults if not isinstance(f, CrashFault))
+        schedule = replace(drawn, faults=faults, byzantine=(role,))
+        result = run_seed(replace(params, seed=seed), profile, schedule)
+        assert result.violation is None, f"seed {seed}: {result.violation}"
+        assert result.liveness_failure is None, f"seed {seed}: {result.liveness_failure}"
 
 
 PLANTED = [
