@@ -3,6 +3,8 @@ chain, which seats certify which heights, and the parent's proof of a revival de
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hpbft_cluster import GENESIS, SEATS, STANDBYS, make_config, node_key, tx
 
@@ -10,8 +12,8 @@ from belep.consensus.certificates import SignatureCache
 from belep.consensus.hpbft_config import (
     COMMIT_KIND,
     CONFIG_MAGIC,
-    ReviveChild,
     RevivalRecord,
+    ReviveChild,
     SubstituteSeat,
     check_revival,
     decode_config_tx,
@@ -24,9 +26,11 @@ from belep.consensus.hpbft_verify import (
     HistoryCache,
     check_certificate,
     committee_at,
+    committee_source_for_chain,
     replay_history,
     scan_revivals,
 )
+from belep.encoding import encode
 from belep.errors import ChainError, ConfigError, ProofMismatch, QuorumNotMet, UnknownSigner
 from belep.ledger.block import (
     Block,
@@ -40,6 +44,8 @@ from belep.ledger.block import (
     VoteStatement,
     make_block,
 )
+from belep.ledger.genesis import Genesis, Member
+from belep.ledger.verify import StoredBlock, StoredTx, verify_chain
 
 n0, n1, n2, n3 = SEATS
 s0, s1, s2 = STANDBYS
@@ -79,7 +85,8 @@ def commit_qc(block: Block, signers: tuple[NodeId, ...], epoch: int = 0) -> Quor
 def test_configuration_payloads_are_canonical_and_distinct_from_application_ones() -> None:
     change = SubstituteSeat(DOMAIN, Epoch(3), n2, s1)
     payload = change.payload()
-    assert payload.startswith(CONFIG_MAGIC) and is_config_payload(payload)
+    assert payload.startswith(CONFIG_MAGIC)
+    assert is_config_payload(payload)
     assert decode_config_tx(payload) == change
     assert not is_config_payload(tx(1).payload)
     decision = ReviveChild(DOMAIN, Epoch(1), (n0, s0, s1), (n2, n3))
@@ -103,10 +110,13 @@ def test_a_substitution_opens_the_next_epoch_at_the_next_block() -> None:
     history = replay_history(genesis_history(DOMAIN, SEATS, STANDBYS), blocks)
     old, new = history.epochs
     assert (old.first_height, old.last_height) == (1, 2)
-    assert new.first_height == 3 and new.last_height is None
-    assert new.seats == (n0, n1, n2, s0) and new.standbys == (s1, s2, n3)
+    assert new.first_height == 3
+    assert new.last_height is None
+    assert new.seats == (n0, n1, n2, s0)
+    assert new.standbys == (s1, s2, n3)
     voters, quorum = committee_at(history, KEYS, 3, 1)
-    assert set(voters) == {n0, n1, n2, s0} and quorum == 3
+    assert set(voters) == {n0, n1, n2, s0}
+    assert quorum == 3
     with pytest.raises(ChainError):
         history.for_certificate(3, 0)  # epoch 0 ended at height 2
     with pytest.raises(ChainError):
@@ -220,9 +230,12 @@ def test_a_revived_epoch_recertifies_above_its_base_and_the_old_epoch_ends_at_it
     assert scan_revivals(revived, parent=DomainId("city"), parent_voters=parent_voters) == []
     history = replay_history(genesis_history(DOMAIN, SEATS, STANDBYS), revived, records)
     old, new = history.epochs
-    assert old.last_height == 2 and new.first_height == 2 and new.cause == "revive"
+    assert old.last_height == 2
+    assert new.first_height == 2
+    assert new.cause == "revive"
     assert new.seats == (n0, n1, s0, s1)
-    assert history.for_certificate(2, 0) is old and history.for_certificate(2, 1) is new
+    assert history.for_certificate(2, 0) is old
+    assert history.for_certificate(2, 1) is new
     with pytest.raises(ChainError):
         history.for_certificate(3, 0)
     # A revival record found only inside the chain is applied where it is met.
@@ -235,3 +248,94 @@ def test_genesis_needs_distinct_seats_and_standbys() -> None:
         genesis_history(DOMAIN, (), STANDBYS)
     with pytest.raises(ConfigError):
         genesis_history(DOMAIN, SEATS, (s0, n1))
+
+
+# --------------------------------------------------------------------------
+# Plugging HPBFT's configuration into the ledger's chain verification
+# --------------------------------------------------------------------------
+
+
+class MemoryReader:
+    """A ``ChainReader`` over blocks held in memory."""
+
+    def __init__(self, genesis_hash: bytes, chain: list[tuple[Block, QuorumCertificate]]) -> None:
+        self.genesis_hash = genesis_hash
+        self.chain = chain
+
+    def stored_genesis_hash(self) -> bytes:
+        return self.genesis_hash
+
+    def stored_blocks(self, start: int = 1) -> Iterator[StoredBlock]:
+        for block, qc in self.chain[start - 1 :]:
+            yield StoredBlock(
+                block.height,
+                block.block_hash,
+                block.header.encode(),
+                encode(qc.to_wire()),
+                len(block.transactions),
+                tuple(StoredTx(i, t.tx_hash, t.payload) for i, t in enumerate(block.transactions)),
+            )
+
+    def count_stored_transactions(self) -> int:
+        return sum(len(b.transactions) for b, _ in self.chain)
+
+
+def _genesis() -> Genesis:
+    return Genesis(
+        domain=DOMAIN,
+        suite="ed25519",
+        protocol="hpbft",
+        voters=tuple(Member(n, KEYS[n]) for n in SEATS),
+        observers=tuple(Member(s, KEYS[s]) for s in STANDBYS),
+        parent=PARENT,
+    )
+
+
+def _certified_chain(
+    genesis: Genesis, signers_after: tuple[NodeId, ...]
+) -> list[tuple[Block, QuorumCertificate]]:
+    change = SubstituteSeat(DOMAIN, Epoch(0), n3, s0)
+    out = []
+    prev = genesis.genesis_hash
+    plan = [
+        ((tx(1),), 0, (n0, n1, n3)),
+        ((change.transaction(),), 0, (n1, n2, n3)),
+        ((tx(2),), 1, signers_after),
+    ]
+    for i, (txs, epoch, signers) in enumerate(plan):
+        block = make_block(
+            domain=DOMAIN,
+            height=Height(i + 1),
+            epoch=Epoch(epoch),
+            view=View(0),
+            prev_hash=prev,
+            transactions=txs,
+            timestamp_ms=i,
+            proposer=n0,
+        )
+        out.append((block, commit_qc(block, signers, epoch)))
+        prev = block.block_hash
+    return out
+
+
+def test_the_ledger_verifies_an_hpbft_chain_with_the_seats_of_each_epoch() -> None:
+    genesis = _genesis()
+    chain = _certified_chain(genesis, (n0, s0, n2))
+    source = committee_source_for_chain(genesis, chain)
+    assert set(source(Height(3)).keys) == {n0, n1, n2, s0}
+    report = verify_chain(
+        MemoryReader(genesis.genesis_hash, chain), genesis, committee_source=source
+    )
+    assert report.ok, report.finding
+    assert report.blocks == 3
+
+
+def test_the_ledger_rejects_a_certificate_signed_by_a_seat_given_away() -> None:
+    genesis = _genesis()
+    chain = _certified_chain(genesis, (n0, n1, n3))  # n3 lost its seat at height 2
+    source = committee_source_for_chain(genesis, chain)
+    report = verify_chain(
+        MemoryReader(genesis.genesis_hash, chain), genesis, committee_source=source
+    )
+    assert report.finding is not None
+    assert report.finding.height == 3

@@ -18,11 +18,11 @@ Owns the verifier's side of ``docs/spec/hpbft.md`` §Chain verification:
   replaying each block once.
 
 How chain verification plugs in: ``belep.ledger.verify.verify_chain`` asks a
-committee source for the voters of a height. For HPBFT the voters depend on
-the height *and* the certificate's epoch (the two overlap only after a
-revival, where both epochs certify the same blocks), so the source is
-:func:`committee_at`, built from :func:`scan_revivals` and
-:func:`replay_history`; see the spec for the proposed seam.
+committee source for the voters of a height;
+:func:`committee_source_for_chain` builds one from the chain itself (the
+voters depend on the height *and* the certificate's epoch, which differ only
+where a revived epoch re-certified blocks, so it answers with the epoch that
+signed the stored certificate when that epoch covers the height).
 
 No I/O.
 """
@@ -41,7 +41,6 @@ from belep.consensus.hpbft_config import (
     ReviveOrder,
     check_revival,
     decode_config_tx,
-    find_config_tx,
     genesis_history,
     is_config_payload,
 )
@@ -49,11 +48,13 @@ from belep.consensus.types import ReplicaConfig
 from belep.crypto import PublicKey
 from belep.errors import ChainError, ValidationError
 from belep.ledger.block import Block, Digest, DomainId, Epoch, Height, NodeId, QuorumCertificate
+from belep.ledger.genesis import Committee, Genesis, Member
 
 __all__ = [
     "HistoryCache",
     "check_certificate",
     "committee_at",
+    "committee_source_for_chain",
     "history_for_certificate",
     "make_certificate_rule",
     "replay_history",
@@ -256,9 +257,50 @@ def _provisional_revival(
     return history
 
 
-def first_config_change(blocks: Iterable[Block]) -> int | None:
-    """Height of the first block carrying a configuration transaction (diagnostics)."""
-    for block in blocks:
-        if find_config_tx(block) is not None:
-            return block.height
-    return None
+def committee_source_for_chain(
+    genesis: Genesis,
+    chain: Iterable[tuple[Block, QuorumCertificate]],
+    *,
+    parent_voters: Mapping[NodeId, PublicKey] | None = None,
+) -> Callable[[Height], Committee]:
+    """A ``belep.ledger.verify`` committee source for an HPBFT chain.
+
+    Replays the chain's configuration (revival records first, verified against
+    the parent's validators — by default the genesis observers) and answers,
+    for each height, the committee of the epoch that signed the certificate
+    stored there — provided that epoch covers the height; otherwise (and past
+    the end of ``chain``) the epoch in force. Decoding stops at the first block
+    it cannot replay; ``verify_chain`` reports the finding there.
+    """
+    keys = {m.node_id: m.key for m in (*genesis.voters, *genesis.observers)}
+    start = genesis_history(
+        genesis.domain,
+        tuple(m.node_id for m in genesis.voters),
+        tuple(m.node_id for m in genesis.observers),
+    )
+    pairs = list(chain)
+    voters = parent_voters or {m.node_id: m.key for m in genesis.observers}
+    records: list[RevivalRecord] = []
+    if genesis.parent is not None:
+        records = scan_revivals((b for b, _ in pairs), parent=genesis.parent, parent_voters=voters)
+    pending = sorted(records, key=lambda r: r.base_height)
+    answers: dict[int, EpochConfig] = {}
+    history = start
+    try:
+        for block, qc in pairs:
+            history = _apply_revivals(history, pending, block.height)
+            signed = history.epoch(qc.statement.epoch)
+            answers[block.height] = (
+                signed if signed is not None and signed.covers(block.height) else history.current
+            )
+            history = history.after_block(block)
+    except ValidationError:
+        pass
+    last = history
+
+    def source(height: Height) -> Committee:
+        config = answers.get(height, last.current)
+        members = tuple(Member(seat, keys[seat]) for seat in config.seats)
+        return Committee(members, config.quorum, COMMIT_KIND)
+
+    return source
