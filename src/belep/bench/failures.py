@@ -312,7 +312,7 @@ def plot_failures(result: dict[str, Any], out: Path) -> None:
         f"({params['interval_ms']} ms apart) or at once; load {params['rate_per_s']} tx/s"
     )
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="center right")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
