@@ -29,6 +29,7 @@ from belep.sim.model import (
 from belep.sim.protocols import available_protocols, get_profile
 from belep.sim.runner import RunResult, run_seed, shrink, summarize
 from belep.sim.scenarios import SCENARIOS, draw_scenario
+from belep.sim.trace import trace_digest
 
 sim_app = typer.Typer(
     help="Deterministic consensus simulator: seeds, faults, Byzantine replicas, invariants.",
@@ -190,6 +191,7 @@ def sim(
             params, failing, do_shrink and fixed is None, scenario
         )
     if trace:
+        summary["trace_sha256"] = {str(r.seed): trace_digest(r.trace or ()) for r in results}
         for r in results:
             typer.echo(f"# seed {r.seed}", err=as_json)
             for line in r.trace or ():
