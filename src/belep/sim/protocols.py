@@ -11,12 +11,14 @@ adding a profile (or by the registry growing one), not by editing them.
 Known rules:
 
 * ``pbft``: ``n = 3f+1`` members, up to ``f = (n-1)//3`` Byzantine-or-crashed
-  members, certificates need ``2f+1`` distinct member signatures.
+  members; a delivered block needs a ``commit`` certificate of ``2f+1``
+  distinct member signatures.
 * ``hpbft``: the same bound on the seats; certificates need ``2f+1`` seats of the
   epoch that covers the block's height (``belep.consensus.hpbft_verify``).
 * ``raft``: ``n = 2f+1``, up to ``f = (n-1)//2`` *crashed* members, none Byzantine;
   certificates need a majority ``n//2 + 1`` of member signatures on Raft's
   ``raft-append`` statement (checked by ``belep.consensus.raft_cert``).
+* any other registered protocol: the BFT bound and ``2f+1`` member signatures.
 
 No I/O here.
 """
@@ -120,8 +122,22 @@ def _hpbft_rule() -> CertificateRule:
     return rule
 
 
-def _bft_rule() -> CertificateRule:
-    return bft_rule
+def _pbft_rule() -> CertificateRule:
+    """A PBFT block is proven by a *commit* certificate of ``2f+1`` members."""
+
+    def rule(
+        config: ReplicaConfig, chain: Sequence[Block], block: Block, cert: QuorumCertificate
+    ) -> None:
+        if cert.statement.kind != "commit":
+            raise ChainError(
+                "delivered with a certificate that is not a commit certificate",
+                expected="commit",
+                found=cert.statement.kind,
+                where=f"height {block.height}",
+            )
+        bft_rule(config, chain, block, cert)
+
+    return rule
 
 
 def _bft_f(n: int) -> int:
@@ -138,7 +154,7 @@ _FAULT_MODELS: dict[
     "pbft": (
         True,
         _bft_f,
-        _bft_rule,
+        _pbft_rule,
         ("pbft_prepare_quorum_2f", "pbft_viewchange_forgets_prepared"),
     ),
     "hpbft": (
@@ -173,5 +189,7 @@ def get_profile(name: str) -> ProtocolProfile:
     factory = factories.get(name)
     if factory is None:
         raise ConfigError("unknown consensus protocol", expected=sorted(factories), found=name)
-    byzantine, max_faulty, make_rule, bugs = _FAULT_MODELS.get(name, _FAULT_MODELS["pbft"])
+    byzantine, max_faulty, make_rule, bugs = _FAULT_MODELS.get(
+        name, (True, _bft_f, lambda: bft_rule, ())
+    )
     return ProtocolProfile(name, factory, byzantine, max_faulty, make_rule(), bugs)
