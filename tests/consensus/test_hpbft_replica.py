@@ -261,6 +261,18 @@ def test_a_parent_decision_revives_a_stalled_domain_from_the_prepared_chain() ->
     assert revived.cause == "revive"
     for node in (n0, n1, *STANDBYS):
         assert c.committed_payloads(node) >= {tx(i).payload for i in range(20)}
+    # The seats declared failed come back (crashed, not Byzantine): they catch up through the
+    # revival, verifying the revived epoch's certificates from the record on the chain.
+    c.restart(n2)
+    c.restart(n3)
+    c.submit(n0, *(tx(i) for i in range(20, 24)))
+    c.run(6000)
+    for node in (n2, n3):
+        assert [b.block_hash for b in c.nodes[node].chain] == [
+            b.block_hash for b in c.nodes[n0].chain
+        ]
+        assert c.nodes[node].replica.history.current.epoch == 1
+        assert not c.nodes[node].replica.is_seat()
     records = [b for b in c.nodes[s2].chain if find_config_tx(b) is not None]
     assert records
     assert records[0].header.epoch == 1

@@ -59,6 +59,7 @@ from belep.sim.model import (
 )
 from belep.sim.protocols import ProtocolProfile, get_profile
 from belep.sim.runner import RunResult, draw_schedule, run_seed, run_seeds, summarize
+from belep.sim.trace import trace_digest
 
 SHORT = {"duration_ms": 1000, "stable_ms": 1500, "drain_ms": 800}
 PARENT = DomainId("sim-parent")
@@ -384,3 +385,12 @@ def test_a_parent_decision_revives_a_stalled_domain() -> None:
     assert [t for t in result.commit_times_ms if 1200 < t < 1500] == []  # stalled
     revived = [t for t in result.commit_times_ms if t > 1500]
     assert len(revived) > 10, "the revived epoch did not commit"
+
+
+def test_the_same_seed_gives_the_same_trace() -> None:
+    params = SimParams(protocol="hpbft", nodes=4, observers=3, byzantine=1, trace=True, **SHORT)
+    profile = hpbft_profile()
+    first = run_seed(replace(params, seed=11), profile)
+    second = run_seed(replace(params, seed=11), hpbft_profile())
+    assert first.trace is not None
+    assert trace_digest(first.trace) == trace_digest(second.trace or ())
