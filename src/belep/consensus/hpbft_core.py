@@ -402,6 +402,10 @@ class HpbftCore:
         self._last_heard = {}
         self._persist_state()
         self._on_new_epoch()
+        self._replay_future()
+
+    def _replay_future(self) -> None:
+        """Handle the buffered messages of the epoch just entered (others are dropped)."""
         future, self._future = self._future, []
         for sender, message in future:
             self._dispatch(sender, message)

@@ -329,6 +329,7 @@ class HpbftRevival(HpbftViewChange):
         )
         self._install(fresh)
         self._on_new_epoch()
+        self._replay_future()
         self._try_votes(Height(designation.base_height + 1))
 
     def _expected_revival_record(self, height: Height) -> RevivalRecord | None:
@@ -366,3 +367,4 @@ class HpbftRevival(HpbftViewChange):
         self._reset_epoch_state()
         self._persist_state()
         self._on_new_epoch()
+        self._replay_future()
