@@ -161,6 +161,8 @@ class PbftReplica(PbftCore):
         if self._mode is Mode.NORMAL and self.primary() == self._id:
             self._maybe_propose()
         else:
+            if self._mode not in (Mode.NORMAL, Mode.OBSERVER):
+                return  # no primary to forward to: the pool keeps it, a new view forwards it
             self._forward.append(tx)
             if len(self._forward) >= self.config.max_batch_size:
                 self._flush_forward()
@@ -369,9 +371,9 @@ class PbftReplica(PbftCore):
             # The old primary may have dropped what we forwarded: send the new one
             # every request still pending here (it ignores those it knows).
             cfg = self.config
-            pending = self._pool.pending_older_than(self._now, cfg.max_batch_size * cfg.window)
-            known = {t.tx_hash for t in self._forward}
-            self._forward.extend(t for t in pending if t.tx_hash not in known)
+            self._forward = list(
+                self._pool.pending_older_than(self._now, cfg.max_batch_size * cfg.window)
+            )
         self._flush_forward()
         for slot in accepted:
             if self._log.get(slot.height) is not slot:
