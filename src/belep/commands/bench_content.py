@@ -15,7 +15,9 @@ measures, on that same file, in this order:
 * ``get``: exporting the file back from the store, every block re-hashed.
 
 Each figure is the best of ``--repeat`` rounds with the file in the page
-cache; a round runs every operation once, in turn, so load from other
+cache, as wall-clock time and as CPU time of the benchmark process (all its
+threads, user + system: the work done, not the waiting, which is what stays
+comparable when other processes compete for the cores); a round runs every operation once, in turn, so load from other
 processes on a shared machine hits all of them alike.
 Then peak RSS is measured for ``belep add`` and ``belep get`` of a larger
 file (1 GiB by default) in child processes, each reporting the high-water
@@ -108,18 +110,21 @@ def get_file(cid: str, store_dir: Path, out: Path) -> None:
 
 def _best_interleaved(
     repeat: int, actions: dict[str, Callable[[], object]], cleanup: Callable[[], None]
-) -> dict[str, float]:
-    """Best time of each action over ``repeat`` rounds; each round runs every
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Best wall-clock and best CPU time (user + system, all threads of this
+    process) of each action over ``repeat`` rounds; each round runs every
     action once, in turn, so a burst of load from elsewhere hits them alike."""
-    best = dict.fromkeys(actions, float("inf"))
+    wall = dict.fromkeys(actions, float("inf"))
+    cpu = dict.fromkeys(actions, float("inf"))
     for _ in range(repeat):
         for name, action in actions.items():
             cleanup()
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             action()
-            best[name] = min(best[name], time.perf_counter() - started)
+            wall[name] = min(wall[name], time.perf_counter() - started)
+            cpu[name] = min(cpu[name], time.process_time() - started_cpu)
     cleanup()
-    return best
+    return wall, cpu
 
 
 # Runs the CLI in a child that reports its own peak RSS (VmHWM of its own
@@ -181,6 +186,9 @@ class ContentBenchReport:
     machine: str
     size_mib: int
     seconds: dict[str, float]
+    cpu_seconds: dict[str, float]
+    """CPU time of this process (all threads): the work itself, not the waiting,
+    so it is steadier than wall-clock time on a machine shared with others."""
     rss_size_mib: int
     rss: dict[str, tuple[float, int]]
     """Per command: (seconds, peak RSS in bytes)."""
@@ -188,6 +196,10 @@ class ContentBenchReport:
     def ratio(self, name: str) -> float:
         """Time of ``name`` over the streaming SHA-256 reference."""
         return self.seconds[name] / self.seconds["sha256"]
+
+    def cpu_ratio(self, name: str) -> float:
+        """CPU time of ``name`` over the reference's CPU time."""
+        return self.cpu_seconds[name] / self.cpu_seconds["sha256"]
 
     def mb_per_s(self, name: str) -> float:
         """Throughput of ``name`` in MB/s."""
@@ -202,6 +214,8 @@ class ContentBenchReport:
             "size_mib": self.size_mib,
             "seconds": self.seconds,
             "ratio_to_sha256": {name: self.ratio(name) for name in self.seconds},
+            "cpu_seconds": self.cpu_seconds,
+            "cpu_ratio_to_sha256": {name: self.cpu_ratio(name) for name in self.seconds},
             "mb_per_s": {name: self.mb_per_s(name) for name in self.seconds},
             "rss_size_mib": self.rss_size_mib,
             "rss": {
@@ -230,7 +244,7 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
         cid = cid_file(data)
         kept = work / "kept"
         add_path(data, kept, sync=True)
-        seconds = _best_interleaved(
+        seconds, cpu_seconds = _best_interleaved(
             repeat,
             {
                 "sha256": lambda: sha256_file(data),
@@ -268,6 +282,7 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
         machine=_machine(),
         size_mib=size_mib,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_size_mib=rss_size_mib,
         rss=rss,
     )
@@ -277,11 +292,12 @@ def _print_report(report: ContentBenchReport) -> None:
     typer.echo(f"# {report.command}")
     typer.echo(f"# {report.date} on {report.machine}")
     typer.echo(f"\n{report.size_mib} MiB file, best of runs:\n")
-    typer.echo("| operation | seconds | MB/s | × sha256 |")
-    typer.echo("| --- | ---: | ---: | ---: |")
+    typer.echo("| operation | wall s | MB/s | × sha256 (wall) | CPU s | × sha256 (CPU) |")
+    typer.echo("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, value in report.seconds.items():
         typer.echo(
-            f"| {name} | {value:.3f} | {report.mb_per_s(name):.0f} | {report.ratio(name):.2f} |"
+            f"| {name} | {value:.3f} | {report.mb_per_s(name):.0f} | {report.ratio(name):.2f} "
+            f"| {report.cpu_seconds[name]:.3f} | {report.cpu_ratio(name):.2f} |"
         )
     typer.echo(f"\n{report.rss_size_mib} MiB file, child processes:\n")
     typer.echo("| command | seconds | peak RSS (MB) |")
