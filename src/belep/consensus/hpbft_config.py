@@ -408,7 +408,8 @@ class EpochConfig:
 
     @property
     def quorum(self) -> int:
-        return 2 * self.f + 1
+        """Certificates of this epoch need this many distinct seats (:func:`bft_quorum`)."""
+        return bft_quorum(self.n)
 
     def primary(self, view: int) -> NodeId:
         """The primary of ``view`` in this epoch."""
