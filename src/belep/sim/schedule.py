@@ -143,11 +143,12 @@ def _byzantine_roles(
 ) -> list[ByzantineRole]:
     if count <= 0:
         return []
-    # The initial primary is the most dangerous Byzantine replica: pick it half the time.
+    # A primary is the most dangerous Byzantine replica: half the time pick the primary
+    # of view 0 or of view 1 (PBFT replicas move to view 1 at genesis, see scenarios).
     pool = list(members)
     chosen: list[NodeId] = []
     if rng.random() < 0.5:
-        chosen.append(pool.pop(0))
+        chosen.append(pool.pop(rng.randrange(min(2, len(pool)))))
     while len(chosen) < count:
         chosen.append(pool.pop(rng.randrange(len(pool))))
     roles = []
