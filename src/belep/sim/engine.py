@@ -87,7 +87,6 @@ SIM_DOMAIN = DomainId("sim")
 
 # Event kinds (small ints: the queue holds plain tuples for speed).
 _MSG, _TIMER, _PERSISTED, _FETCHED, _SUBMIT, _RETRY, _FAULT, _STOP = range(8)
-_KIND_NAMES = ("recv", "timer", "persisted", "fetched", "submit", "retry", "fault", "stop")
 
 _KEY_CACHE: dict[str, PrivateKey] = {}
 
