@@ -28,10 +28,12 @@ Send = Callable[[dict[str, Any]], Any]
 App = Callable[[Scope, Receive, Send], Any]
 
 
-def _source(tmp_path: Path) -> tuple[Blockstore, Cid, int]:
+def _source(tmp_path: Path, cid_version: int = 0) -> tuple[Blockstore, Cid, int]:
     store = Blockstore(tmp_path / "source", sync=False)
     with store.writer() as writer:
-        root = import_file(io.BytesIO(DATA), writer, chunk_size=1024, max_links=4).cid
+        root = import_file(
+            io.BytesIO(DATA), writer, chunk_size=1024, max_links=4, cid_version=cid_version
+        ).cid
         writer.pin_on_commit(root)
     return store, root, len(list(iter_dag(root, store)))
 
@@ -105,8 +107,9 @@ def _content(root: Cid, store: Blockstore) -> bytes:
     return b"".join(bytes(piece) for piece in iter_file(root, store))
 
 
-def test_fetches_verifies_and_pins(tmp_path: Path) -> None:
-    source, root, blocks = _source(tmp_path)
+@pytest.mark.parametrize("cid_version", [0, 1])
+def test_fetches_verifies_and_pins(tmp_path: Path, cid_version: int) -> None:
+    source, root, blocks = _source(tmp_path, cid_version)
     peer = Counting(create_gateway_app(source))
     target = Blockstore(tmp_path / "target")
     report = _fetch(root, {"http://peer-a": peer}, target, concurrency=4)
@@ -148,8 +151,9 @@ def test_when_no_peer_serves_a_block_nothing_is_pinned(tmp_path: Path) -> None:
     assert list(target.iter_keys()) == []
 
 
-def test_interrupted_fetch_resumes_without_refetching(tmp_path: Path) -> None:
-    source, root, blocks = _source(tmp_path)
+@pytest.mark.parametrize("cid_version", [0, 1])
+def test_interrupted_fetch_resumes_without_refetching(tmp_path: Path, cid_version: int) -> None:
+    source, root, blocks = _source(tmp_path, cid_version)
     app = create_gateway_app(source)
     target = Blockstore(tmp_path / "target")
     with pytest.raises(PeerUnavailable, match="ConnectError"):

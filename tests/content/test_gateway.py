@@ -185,6 +185,20 @@ def test_errors(store: Blockstore, root: Cid) -> None:
     _run(store, scenario)
 
 
+def test_single_raw_block_file(store: Blockstore) -> None:
+    raw = add_bytes(store, b"raw leaf file", cid_version=1).cid
+    assert str(raw).startswith("bafkrei")
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        whole = await client.get(f"/ipfs/{raw}", headers={"Range": "bytes=4-"})
+        assert whole.status_code == 206
+        assert whole.content == b"leaf file"
+        block = await client.get(f"/ipfs/{raw}?format=raw")
+        assert block.content == b"raw leaf file"
+
+    _run(store, scenario)
+
+
 def test_probe_cid(store: Blockstore) -> None:
     async def scenario(client: httpx.AsyncClient) -> None:
         raw = await client.get("/ipfs/bafkqaaa?format=raw")
