@@ -3,11 +3,15 @@ chain, which seats certify which heights, and the parent's proof of a revival de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hpbft_cluster import GENESIS, SEATS, STANDBYS, make_config, node_key, tx
+from typer.testing import CliRunner
 
+from belep.cli import app
 from belep.consensus.certificates import SignatureCache
 from belep.consensus.hpbft_config import (
     COMMIT_KIND,
@@ -44,7 +48,9 @@ from belep.ledger.block import (
     VoteStatement,
     make_block,
 )
-from belep.ledger.genesis import Genesis, Member
+from belep.ledger.datadir import DomainDir
+from belep.ledger.genesis import Genesis, Member, write_genesis
+from belep.ledger.store import BlockStore
 from belep.ledger.verify import StoredBlock, StoredTx, verify_chain
 
 n0, n1, n2, n3 = SEATS
@@ -339,3 +345,31 @@ def test_the_ledger_rejects_a_certificate_signed_by_a_seat_given_away() -> None:
     )
     assert report.finding is not None
     assert report.finding.height == 3
+
+
+@pytest.mark.parametrize(
+    ("signers_after", "exit_code"),
+    [((n0, s0, n2), 0), ((n0, n1, n3), 1)],
+    ids=["seats-of-each-epoch", "seat-given-away"],
+)
+def test_chain_verify_cli_follows_hpbft_seats(
+    tmp_path: Path, signers_after: tuple[NodeId, ...], exit_code: int
+) -> None:
+    """`belep chain verify` replays SubstituteSeat: the new seat holder's signature counts, the
+    old one's no longer does."""
+    genesis = _genesis()
+    directory = DomainDir(tmp_path / "domain")
+    directory.root.mkdir()
+    write_genesis(directory.genesis_path, genesis)
+    with BlockStore.open(directory.chain_path, genesis) as store:
+        for block, qc in _certified_chain(genesis, signers_after):
+            store.append(block, qc)
+    result = CliRunner().invoke(
+        app, ["chain", "verify", "--data-dir", str(directory.root), "--json"]
+    )
+    assert result.exit_code == exit_code, result.output
+    report = json.loads(result.output)
+    if exit_code == 0:
+        assert report["chains"][0]["blocks"] == 3
+    else:
+        assert report["chains"][0]["finding"]["height"] == 3

@@ -25,7 +25,8 @@ from belep.errors import BelepError, NotFound
 from belep.ledger.datadir import DomainDir, find_domain_dirs
 from belep.ledger.genesis import Genesis, read_genesis
 from belep.ledger.store import BlockStore
-from belep.ledger.verify import Finding, VerifyReport, verify_chain
+from belep.ledger.verify import Finding, VerifyReport
+from belep.node.chaincheck import verify_store
 
 chain_app = typer.Typer(help="Inspect and verify stored chains.", no_args_is_help=True)
 
@@ -139,7 +140,7 @@ def _verify_one(
             if progress is not None and task is not None:
                 progress.advance(task)
 
-        report: VerifyReport = verify_chain(store, genesis, check_sigs=check_sigs, on_block=advance)
+        report: VerifyReport = verify_store(store, genesis, check_sigs=check_sigs, on_block=advance)
         if report.ok and checkpoint is not None:
             missed = _check_checkpoint(store, report, checkpoint)
             if missed is not None:

@@ -1,28 +1,30 @@
-"""Verifying a node's stored chain of one domain, whatever its protocol.
+"""Verifying a stored chain of one domain, whatever its protocol.
 
-Owns :func:`verify_domain_chain`: the ledger's :func:`~belep.ledger.verify.verify_chain`
-walk (hash links, heights, Merkle roots, certificate statements and — for
-protocols whose voters never change — every certificate signature against
-the genesis voters), and for HPBFT, whose seats change by committed
-``SubstituteSeat`` transactions, every commit certificate checked against
-the seats in force at its height, replayed from the genesis with
-:mod:`belep.consensus.hpbft_verify` (until the ledger's committee seam
-answers configuration histories itself). Revival records are not replayed
-here (a revived chain reports a finding).
+Owns :func:`committee_source` — which voters and quorum certify each height
+of a stored chain — and :func:`verify_domain_chain`, the ledger's
+:func:`~belep.ledger.verify.verify_chain` walk (hash links, heights, Merkle
+roots, certificate statements and signatures) with that source.
+
+PBFT and Raft committees never change, so the genesis answers every height.
+HPBFT seats change by committed ``SubstituteSeat`` transactions and revivals,
+so its committees are replayed from the genesis through the chain itself with
+:func:`belep.consensus.hpbft_verify.committee_source_for_chain`.
 
 Reads the store it is given; no other I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from belep.errors import ValidationError
+from belep.consensus.hpbft_verify import committee_source_for_chain
+from belep.errors import BelepError
 from belep.ledger.genesis import Genesis
 from belep.ledger.store import BlockStore
-from belep.ledger.verify import verify_chain
+from belep.ledger.verify import CommitteeSource, Finding, VerifyReport, verify_chain
 
-__all__ = ["ChainCheck", "verify_domain_chain"]
+__all__ = ["ChainCheck", "committee_source", "verify_domain_chain", "verify_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,29 +34,45 @@ class ChainCheck:
     problem: str | None
 
 
-def verify_domain_chain(store: BlockStore, genesis: Genesis) -> ChainCheck:
-    if genesis.protocol != "hpbft":
-        report = verify_chain(store, genesis)
-        problem = None if report.finding is None else str(report.finding)
-        return ChainCheck(report.ok, report.blocks, problem)
-    report = verify_chain(store, genesis, check_sigs=False)
-    if not report.ok:
-        return ChainCheck(False, report.blocks, str(report.finding))
-    from belep.consensus.certificates import SignatureCache
-    from belep.consensus.hpbft_config import genesis_history
-    from belep.consensus.hpbft_verify import check_certificate
+def committee_source(store: BlockStore, genesis: Genesis) -> CommitteeSource | None:
+    """The committee source for ``genesis``'s protocol (``None``: the genesis answers).
 
-    keys = {m.node_id: m.key for m in (*genesis.voters, *genesis.observers)}
-    history = genesis_history(
-        genesis.domain,
-        tuple(m.node_id for m in genesis.voters),
-        tuple(m.node_id for m in genesis.observers),
+    Raises :class:`~belep.errors.BelepError` if the stored chain cannot be read
+    to replay its configuration.
+    """
+    if genesis.protocol != "hpbft":
+        return None
+    return committee_source_for_chain(genesis, store.iter_committed(1, None))
+
+
+def verify_store(
+    store: BlockStore,
+    genesis: Genesis,
+    *,
+    check_sigs: bool = True,
+    on_block: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """:func:`~belep.ledger.verify.verify_chain` over ``store`` with the protocol's committees."""
+    try:
+        source = committee_source(store, genesis)
+    except BelepError as exc:
+        return VerifyReport(
+            domain=genesis.domain,
+            genesis_hash=genesis.genesis_hash,
+            blocks=0,
+            transactions=0,
+            signatures=0,
+            tip_height=0,
+            tip_hash=genesis.genesis_hash,
+            finding=Finding(0, "configuration", f"cannot replay the configuration: {exc}"),
+        )
+    return verify_chain(
+        store, genesis, committee_source=source, check_sigs=check_sigs, on_block=on_block
     )
-    cache = SignatureCache()
-    for block, certificate in store.iter_committed(1, None):
-        try:
-            check_certificate(history, keys, block, certificate, cache)
-        except ValidationError as exc:
-            return ChainCheck(False, report.blocks, f"height {block.height}: {exc}")
-        history = history.after_block(block)
-    return ChainCheck(True, report.blocks, None)
+
+
+def verify_domain_chain(store: BlockStore, genesis: Genesis) -> ChainCheck:
+    """Verify every block and certificate of ``store``; the first problem, if any."""
+    report = verify_store(store, genesis)
+    problem = None if report.finding is None else str(report.finding)
+    return ChainCheck(report.ok, report.blocks, problem)
