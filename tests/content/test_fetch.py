@@ -171,8 +171,9 @@ def test_interrupted_fetch_resumes_without_refetching(tmp_path: Path, cid_versio
     assert _content(root, target) == DATA
 
 
-def test_a_corrupt_local_block_is_fetched_again(tmp_path: Path) -> None:
-    source, root, blocks = _source(tmp_path)
+@pytest.mark.parametrize("cid_version", [0, 1])
+def test_a_corrupt_local_block_is_fetched_again(tmp_path: Path, cid_version: int) -> None:
+    source, root, blocks = _source(tmp_path, cid_version)
     app = create_gateway_app(source)
     target = Blockstore(tmp_path / "target")
     _fetch(root, {"http://peer": app}, target)

@@ -177,8 +177,12 @@ async def _worker(
 
 
 async def _local_block(store: Blockstore, cid: Cid) -> bytes | None:
-    if cid.codec == RAW and await asyncio.to_thread(store.has, cid):
-        return b""  # a raw block has no links: its bytes are not needed
+    if cid.codec == RAW:
+        # A raw block has no links: check it is intact, its bytes are not needed.
+        if await asyncio.to_thread(store.is_intact, cid):
+            return b""
+        await asyncio.to_thread(store.delete, cid)
+        return None
     try:
         return await asyncio.to_thread(store.get, cid)
     except NotFound:
