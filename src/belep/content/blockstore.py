@@ -251,8 +251,14 @@ class Blockstore:
 
     # -- garbage collection --------------------------------------------
 
-    def reachable_keys(self, roots: Sequence[Cid]) -> set[str]:
-        """Keys of every block reachable from ``roots`` (each block is read and verified)."""
+    def reachable_keys(self, roots: Sequence[Cid], *, verify_raw: bool = False) -> set[str]:
+        """Keys of every block reachable from ``roots``.
+
+        dag-pb blocks are read and verified (their links are needed); raw
+        blocks are only checked to exist unless ``verify_raw`` asks for their
+        hashes too. Raises :class:`NotFound` or :class:`CorruptStore` naming
+        the first block that is missing or damaged.
+        """
         seen: set[str] = set()
         stack = list(roots)
         while stack:
@@ -264,6 +270,8 @@ class Blockstore:
             if cid.codec == RAW:
                 if not self.has(cid):
                     raise NotFound(f"block {cid}")
+                if verify_raw and not self.is_intact(cid):
+                    raise CorruptStore(f"block {cid} is corrupt: stored bytes do not match")
                 continue
             node = decode_pbnode(self.get(cid))
             stack.extend(link.cid for link in node.links)

@@ -291,7 +291,7 @@ def import_car(stream: BinaryIO, store: Blockstore) -> CarImport:
         outside = [cid for key, cid in needed.items() if key not in present]
         # Blocks the CAR leaves out must already be in the store with their
         # whole DAG below them; reading them proves it (or raises NotFound).
-        store.reachable_keys(outside)
+        store.reachable_keys(outside, verify_raw=True)
         for root in reader.roots:
             writer.pin_on_commit(root)
     return CarImport(reader.roots, count, writer.written)
