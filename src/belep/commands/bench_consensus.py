@@ -64,10 +64,26 @@ Pipeline = Annotated[
 ]
 
 
+RequestTimeout = Annotated[
+    int | None,
+    typer.Option(
+        "--request-timeout-ms", min=10, help="Tuning: wait before suspecting the leader (1000)."
+    ),
+]
+
+
 def _tuning(
-    batch_size: int | None, batch_wait_ms: int | None, pipeline: int | None
+    batch_size: int | None,
+    batch_wait_ms: int | None,
+    pipeline: int | None,
+    request_timeout_ms: int | None,
 ) -> dict[str, int]:
-    knobs = {"max_batch_size": batch_size, "max_batch_wait_ms": batch_wait_ms, "window": pipeline}
+    knobs = {
+        "max_batch_size": batch_size,
+        "max_batch_wait_ms": batch_wait_ms,
+        "window": pipeline,
+        "request_timeout_ms": request_timeout_ms,
+    }
     return {k: v for k, v in knobs.items() if v is not None}
 
 
@@ -105,6 +121,7 @@ def register(bench_app: typer.Typer) -> None:
         batch_size: BatchSize = None,
         batch_wait_ms: BatchWait = None,
         pipeline: Pipeline = None,
+        request_timeout_ms: RequestTimeout = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
         """One load point on a fresh local network of separate node processes (127.0.0.1)."""
@@ -129,7 +146,7 @@ def register(bench_app: typer.Typer) -> None:
                     sample = presign_cached(1, seed=seed)
                     return cluster.measure(spec, tx_bytes=len(sample[0]))
             pool = presign_cached(spec.budget(8000.0) if records is None else records, seed=seed)
-            tuning = _tuning(batch_size, batch_wait_ms, pipeline)
+            tuning = _tuning(batch_size, batch_wait_ms, pipeline, request_timeout_ms)
             with BenchNetwork.start(
                 protocol, nodes, standbys, directory=keep_dir, tuning=tuning
             ) as network:
@@ -184,6 +201,7 @@ def register(bench_app: typer.Typer) -> None:
         batch_size: BatchSize = None,
         batch_wait_ms: BatchWait = None,
         pipeline: Pipeline = None,
+        request_timeout_ms: RequestTimeout = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     ) -> None:
         """Throughput and latency against offered load for each protocol (figures 7 and 8)."""
@@ -221,7 +239,7 @@ def register(bench_app: typer.Typer) -> None:
                         saturation_window=saturation_window or None,
                         seed=seed,
                         progress=progress,
-                        tuning=_tuning(batch_size, batch_wait_ms, pipeline),
+                        tuning=_tuning(batch_size, batch_wait_ms, pipeline, request_timeout_ms),
                     )
             except (KeyboardInterrupt, BenchTerminated):
                 typer.echo("stopped: every benchmark process was shut down", err=True)
