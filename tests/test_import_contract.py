@@ -40,7 +40,13 @@ PURE_PACKAGES = ("belep.consensus", "belep.ledger")
 #: Modules inside those packages that are allowed to do I/O (the I/O edge).
 IO_EDGES = frozenset({"belep.ledger.store"})
 #: Single pure modules outside those packages (the content importer's core).
-PURE_MODULES = ("belep.content.importer",)
+PURE_MODULES = (
+    "belep.content.importer",
+    "belep.content.cid",
+    "belep.content.multiformats",
+    "belep.content.dagpb",
+    "belep.content.exporter",
+)
 
 
 def module_path(name: str, src: Path = SRC) -> Path | None:
