@@ -225,3 +225,10 @@ def test_closed_loop_budget_follows_the_window() -> None:
     assert light.budget(6000.0) < 2000
     assert heavy.budget(6000.0) >= 6000 * 4
     assert LoadSpec(rate=100.0, warmup=1.0, duration=2.0).budget(6000.0) >= 400
+
+
+def test_cpu_per_transaction() -> None:
+    from belep.bench.stats import cpu_ms_per_tx
+
+    assert cpu_ms_per_tx({"a": 50.0, "b": 150.0}, 1000.0) == 2.0  # 2 CPU-s/s over 1000 tx/s
+    assert cpu_ms_per_tx({"a": 50.0}, 0.0) is None

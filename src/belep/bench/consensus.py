@@ -49,7 +49,7 @@ import httpx
 
 from belep.bench.http_client import LeanHttpClient
 from belep.bench.loadgen import BatchOutcome, Recorder, run_closed_loop, run_open_loop
-from belep.bench.stats import ConsensusResult, CpuMeter, summarize
+from belep.bench.stats import ConsensusResult, CpuMeter, cpu_ms_per_tx, summarize
 from belep.bench.workload import RecordStream
 from belep.encoding import encode
 from belep.errors import ConfigError, NetworkError
@@ -441,6 +441,7 @@ def measure_point(
         rejected=recorder.rejected,
         errors=recorder.errors,
         cpu_percent=per_node,
+        node_cpu_ms_per_tx=cpu_ms_per_tx(per_node, committed / recorder.duration),
         cpu_client_percent=client,
         cpu_machine_percent=machine,
         blocks=blocks,

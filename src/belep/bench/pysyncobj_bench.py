@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from belep.bench.consensus import LoadSpec, free_base_port
-from belep.bench.stats import ConsensusResult, CpuMeter, summarize
+from belep.bench.stats import ConsensusResult, CpuMeter, cpu_ms_per_tx, summarize
 from belep.errors import ConfigError, NetworkError
 
 __all__ = ["PySyncObjCluster", "pysyncobj_available"]
@@ -257,6 +257,7 @@ class PySyncObjCluster:
             rejected=0,
             errors=sum(int(r["errors"]) for r in results),
             cpu_percent=per_node,
+            node_cpu_ms_per_tx=cpu_ms_per_tx(per_node, committed / spec.duration),
             cpu_client_percent=0.0,
             cpu_machine_percent=machine,
             notes=["the load runs inside each peer (PySyncObj has no client protocol)"],

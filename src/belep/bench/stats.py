@@ -32,6 +32,7 @@ __all__ = [
     "ConsensusResult",
     "CpuMeter",
     "LatencySummary",
+    "cpu_ms_per_tx",
     "machine_info",
     "percentile",
     "summarize",
@@ -177,9 +178,18 @@ class ConsensusResult:
     blocks: int | None = None
     avg_block_txs: float | None = None
     view_changes: int | None = None
+    #: CPU milliseconds all node processes spent per committed transaction (window only).
+    node_cpu_ms_per_tx: float | None = None
     notes: list[str] = field(default_factory=list)
     tuning: dict[str, int] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=machine_info)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def cpu_ms_per_tx(cpu_percent: Mapping[str, float], committed_tps: float) -> float | None:
+    """CPU milliseconds per committed transaction, from per-process CPU percentages."""
+    if committed_tps <= 0:
+        return None
+    return round(sum(cpu_percent.values()) / 100 / committed_tps * 1000, 3)
