@@ -224,3 +224,49 @@ def test_lean_http_client_reuses_connections_and_replaces_one_the_server_closed(
         await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_nodes_are_stopped_even_when_the_benchmark_is_killed(tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    bench = subprocess.Popen(
+        [
+            *BELEP,
+            "bench",
+            "consensus",
+            "--protocol",
+            "raft",
+            "--nodes",
+            "3",
+            "--rate",
+            "20",
+            "--warmup",
+            "1",
+            "--duration",
+            "60",
+            "--records",
+            "200",
+            "--dir",
+            str(net),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache"), **_env()},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if len([p for p in _processes_under(net) if p.pid != bench.pid]) >= 3:
+                break
+            assert bench.poll() is None
+            time.sleep(0.2)
+        else:
+            pytest.fail("the benchmark network did not start")
+        time.sleep(1.0)  # the watchdog starts right after the nodes
+        bench.kill()  # no chance to clean up: the watchdog must
+        bench.wait()
+        left = _wait_gone(net, 20.0)
+        assert left == [], [p.cmdline() for p in left]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()

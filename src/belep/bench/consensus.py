@@ -24,7 +24,9 @@ node process is sampled over the measured window only.
 
 Teardown: :meth:`BenchNetwork.close` (also on Ctrl-C, SIGTERM and errors)
 sends SIGTERM to every node and SIGKILLs stragglers after a grace period;
-the temporary directory is removed unless the caller kept it.
+the temporary directory is removed unless the caller kept it. A watchdog
+process holding a pipe from this one stops the nodes if this process ends
+without closing the network (SIGKILL, a crash).
 
 I/O: files under the network directory, child processes, HTTP on loopback.
 """
@@ -37,6 +39,8 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -172,6 +176,41 @@ def stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Run by the watchdog process: when its stdin closes (the benchmark process ended without
+#: stopping the network, even by SIGKILL), it stops the node processes it was given.
+_WATCHDOG = """
+import os, signal, sys, time
+def running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return False
+pids = [int(p) for p in sys.argv[1:]]
+sys.stdin.buffer.read()
+for sig, pause in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.monotonic() + pause
+    while time.monotonic() < deadline and any(running(p) for p in pids):
+        time.sleep(0.1)
+    pids = [p for p in pids if running(p)]
+"""
+
+
+def _start_watchdog(pids: list[int]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, *map(str, pids)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @dataclass(slots=True)
 class BenchNetwork:
     """A running benchmark network (a context manager: leaving it stops every node)."""
@@ -187,6 +226,7 @@ class BenchNetwork:
     tuning: dict[str, int] = field(default_factory=dict)
     _owned_root: bool = False
     _previous_sigterm: Any = None
+    _watchdog: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(
@@ -224,6 +264,7 @@ class BenchNetwork:
         bench._previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             network.start()
+            bench._watchdog = _start_watchdog(list(bench.pids().values()))
             network.wait_ready(ready_timeout)
         except BaseException:
             bench.close()
@@ -245,6 +286,12 @@ class BenchNetwork:
         """Stop every node (SIGTERM, then SIGKILL after 10 s); remove a temporary directory."""
         with contextlib.suppress(Exception):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:  # stopped first, so it never signals a reused pid
+            watchdog.kill()
+            watchdog.wait()
+            if watchdog.stdin is not None:
+                watchdog.stdin.close()
         try:
             self.network.stop()
         finally:
