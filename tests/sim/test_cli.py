@@ -62,6 +62,9 @@ def test_a_planted_bug_prints_a_replayable_seed_and_a_shrunk_schedule(tmp_path: 
     assert f"--first-seed {seed} --seeds 1" in failure["replay"]
     assert failure["shrunk_faults"] <= failure["original_faults"]
     assert "VIOLATION" in failure["trace_tail"][-1]
+    focus = failure["trace_focus"]
+    assert "VIOLATION" in focus[-1]
+    assert any(" deliver " in line for line in focus)
     # The printed seed replays the violation ...
     code, again = sim(*base, "--first-seed", str(seed), "--seeds", "1", "--no-shrink")
     assert code == 1

@@ -97,7 +97,21 @@ def _explain_failure(
         "shrunk_faults": len(schedule.faults),
         "original_faults": len(failing.schedule.faults),
         "trace_tail": list(trace[-_TRACE_TAIL:]),
+        "trace_focus": _focus(trace, traced),
     }
+
+
+def _focus(trace: tuple[str, ...], result: RunResult) -> list[str]:
+    """The trace lines about the failing height: faults, blocks, votes and the verdict."""
+    if result.violation is None:
+        return []
+    mark = f"h={result.violation.height} "
+    keep = [
+        line
+        for line in trace
+        if mark in line or " fault " in line or "VIOLATION" in line or " fetch" in line
+    ]
+    return keep[-2 * _TRACE_TAIL :]
 
 
 @sim_app.callback()
@@ -230,10 +244,14 @@ def _print_human(summary: dict[str, object]) -> None:
         typer.echo(
             f"  replay shrunk: save the schedule as SHRUNK.json, then {failure['replay_shrunk']}"
         )
-        typer.echo("  trace tail:")
-        tail = failure["trace_tail"]
-        for line in tail if isinstance(tail, list) else ():
-            typer.echo(f"    {line}")
+        for title, key in (
+            ("trace about the failing height", "trace_focus"),
+            ("trace tail", "trace_tail"),
+        ):
+            lines = failure[key]
+            typer.echo(f"  {title}:")
+            for line in lines if isinstance(lines, list) else ():
+                typer.echo(f"    {line}")
 
 
 def register(app: typer.Typer) -> None:
