@@ -221,3 +221,23 @@ def test_expect_helpers_report_shape_errors() -> None:
         encoding.expect_bytes(b"ab", "hash", size=32)
     with pytest.raises(EncodingError, match="wrong fields"):
         encoding.expect_fields({"a": 1, "c": 2}, "record", frozenset({"a", "b"}))
+
+
+@given(st.dictionaries(st.text(max_size=6) | st.integers(-5, 300), values, max_size=6))
+def test_decode_map_spans_gives_each_value_its_canonical_bytes(mapping: dict[Any, Any]) -> None:
+    data = encode(mapping)
+    decoded, spans = encoding.decode_map_spans(data)
+    assert decoded == decode(data)
+    assert set(spans) == set(decoded)
+    for key, (start, end) in spans.items():
+        assert data[start:end] == encode(decoded[key])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [encode([1, 2]), encode(7), encode({"a": 1}) + b"\x00", bytes.fromhex("a2616101616101"), b""],
+    ids=["array", "integer", "trailing", "duplicate-key", "empty"],
+)
+def test_decode_map_spans_is_as_strict_as_decode(data: bytes) -> None:
+    with pytest.raises(EncodingError):
+        encoding.decode_map_spans(data)

@@ -188,14 +188,47 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int = MAX_INPUT) -
     if not buf:
         raise EncodingError("empty input", expected="one encoded value", found="0 bytes")
     value, end = _Decoder(buf).value(0, 0)
-    if end != len(buf):
+    _check_end(end, len(buf))
+    return value
+
+
+def decode_map_spans(
+    data: bytes | bytearray | memoryview, *, max_size: int = MAX_INPUT
+) -> tuple[dict[Key, Value], dict[Key, tuple[int, int]]]:
+    """Decode one canonical *map* like :func:`decode`, with each top-level value's byte span.
+
+    Returns ``(mapping, spans)`` where ``spans[key] = (start, end)`` delimits
+    the bytes of ``mapping[key]`` in ``data``. Because the decoder accepts
+    canonical bytes only, ``data[start:end] == encode(mapping[key])`` for every
+    key: a caller may reuse those bytes instead of re-encoding the value.
+    Raises :class:`EncodingError` as :func:`decode` does, and if the value is
+    not a map.
+    """
+    buf = bytes(data)
+    if len(buf) > max_size:
+        raise EncodingError("input too large", expected=f"<= {max_size} bytes", found=len(buf))
+    if not buf:
+        raise EncodingError("empty input", expected="one encoded value", found="0 bytes")
+    decoder = _Decoder(buf)
+    major, arg, pos = decoder._head(0)
+    if major != _MT_MAP:
+        raise EncodingError(
+            "wrong type", expected="map", found=_MAJOR_NAMES[major], where="offset 0"
+        )
+    spans: dict[Key, tuple[int, int]] = {}
+    mapping, end = decoder.map(pos, arg, 0, spans)
+    _check_end(end, len(buf))
+    return mapping, spans
+
+
+def _check_end(end: int, size: int) -> None:
+    if end != size:
         raise EncodingError(
             "trailing bytes after value",
             expected=f"{end} bytes",
-            found=f"{len(buf)} bytes",
+            found=f"{size} bytes",
             where=f"offset {end}",
         )
-    return value
 
 
 class _Decoder:
@@ -259,7 +292,12 @@ class _Decoder:
         return major, arg, end
 
     def value(self, pos: int, depth: int) -> tuple[Value, int]:
-        major, arg, pos_after = self._head(pos)
+        if pos < self.size and self.buf[pos] & 0x1F < 24:
+            # Fast path: an argument inside the initial byte is always the shortest form.
+            initial = self.buf[pos]
+            major, arg, pos_after = initial >> 5, initial & 0x1F, pos + 1
+        else:
+            major, arg, pos_after = self._head(pos)
         if major == _MT_UINT:
             return arg, pos_after
         if major == _MT_NINT:
@@ -292,40 +330,7 @@ class _Decoder:
             return items, cursor
         if major == _MT_MAP:
             self._check_depth(depth, pos)
-            self._need(pos_after, 2 * arg, "map")
-            result: dict[Key, Value] = {}
-            cursor = pos_after
-            previous_key: bytes | None = None
-            for _ in range(arg):
-                key_start = cursor
-                key, cursor = self.value(cursor, depth + 1)
-                if type(key) is not int and type(key) is not str:
-                    raise EncodingError(
-                        "unsupported map key type",
-                        expected="integer or text string",
-                        found=type(key).__name__,
-                        where=f"offset {key_start}",
-                    )
-                encoded_key = self.buf[key_start:cursor]
-                if previous_key is not None:
-                    if encoded_key == previous_key:
-                        raise EncodingError(
-                            "duplicate map key",
-                            expected="unique keys",
-                            found=key,
-                            where=f"offset {key_start}",
-                        )
-                    if encoded_key < previous_key:
-                        raise EncodingError(
-                            "map keys not in canonical order",
-                            expected=f"key sorting after {previous_key.hex()}",
-                            found=encoded_key,
-                            where=f"offset {key_start}",
-                        )
-                previous_key = encoded_key
-                item, cursor = self.value(cursor, depth + 1)
-                result[key] = item
-            return result, cursor
+            return self.map(pos_after, arg, depth, None)
         if major == _MT_TAG:
             raise EncodingError(
                 "tags not allowed",
@@ -347,6 +352,48 @@ class _Decoder:
             found=f"0x{initial:02x}",
             where=f"offset {pos}",
         )
+
+    def map(
+        self, pos_after: int, arg: int, depth: int, spans: dict[Key, tuple[int, int]] | None
+    ) -> tuple[dict[Key, Value], int]:
+        """Decode ``arg`` key/value pairs from ``pos_after`` (the map's head already read)."""
+        self._need(pos_after, 2 * arg, "map")
+        result: dict[Key, Value] = {}
+        cursor = pos_after
+        previous_key: bytes | None = None
+        for _ in range(arg):
+            key_start = cursor
+            key, cursor = self.value(cursor, depth + 1)
+            if type(key) is not int and type(key) is not str:
+                raise EncodingError(
+                    "unsupported map key type",
+                    expected="integer or text string",
+                    found=type(key).__name__,
+                    where=f"offset {key_start}",
+                )
+            encoded_key = self.buf[key_start:cursor]
+            if previous_key is not None:
+                if encoded_key == previous_key:
+                    raise EncodingError(
+                        "duplicate map key",
+                        expected="unique keys",
+                        found=key,
+                        where=f"offset {key_start}",
+                    )
+                if encoded_key < previous_key:
+                    raise EncodingError(
+                        "map keys not in canonical order",
+                        expected=f"key sorting after {previous_key.hex()}",
+                        found=encoded_key,
+                        where=f"offset {key_start}",
+                    )
+            previous_key = encoded_key
+            item_start = cursor
+            item, cursor = self.value(cursor, depth + 1)
+            result[key] = item
+            if spans is not None:
+                spans[key] = (item_start, cursor)
+        return result, cursor
 
     @staticmethod
     def _check_depth(depth: int, pos: int) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from belep.app.envelope import EnvelopeValidator, parse_envelope, sign_envelope
+from belep.app.envelope import Envelope, EnvelopeValidator, parse_envelope, sign_envelope
 from belep.crypto import PrivateKey
 from belep.encoding import decode, encode
-from belep.errors import SchemaError, ValidationError
+from belep.errors import InvalidSignature, SchemaError, ValidationError
 from belep.ledger.block import Transaction
 
 KEY = PrivateKey.from_seed(b"k" * 32)
@@ -123,3 +125,56 @@ def test_any_body_round_trips(body: dict[str, object], nonce: int) -> None:
     assert parsed == envelope
     parsed.verify()
     assert decode(envelope.encode())["nonce"] == nonce  # type: ignore[index]
+
+
+def _slow_signing_bytes(envelope: Envelope) -> bytes:
+    """The signed bytes re-encoded from the fields (an envelope not made by the parser)."""
+    rebuilt = dataclasses.replace(envelope)
+    assert rebuilt._signed is None
+    return rebuilt.signing_bytes()
+
+
+_bodies = st.dictionaries(
+    st.text(max_size=8),
+    st.integers(-(2**63), 2**64 - 1)
+    | st.binary(max_size=40)
+    | st.text(max_size=20)
+    | st.lists(st.integers(0, 9) | st.text(max_size=3), max_size=3)
+    | st.none(),
+    max_size=6,
+)
+
+
+@given(
+    body=_bodies,
+    kind=st.sampled_from(["bench", "register-dispatch", "a"]),
+    ts=st.integers(0, 2**63 - 1),
+    nonce=st.integers(0, 2**63 - 1),
+    with_cid=st.booleans(),
+)
+def test_signed_bytes_from_the_payload_equal_the_re_encoded_ones(
+    body: dict[str, object], kind: str, ts: int, nonce: int, with_cid: bool
+) -> None:
+    cids = (CID,) if with_cid else ()
+    key = KEY if nonce % 2 else OTHER
+    envelope = sign_envelope(key, kind, body, timestamp_ms=ts, nonce=nonce, cids=cids)  # type: ignore[arg-type]
+    parsed = parse_envelope(envelope.encode())
+    assert parsed._signed is not None
+    assert parsed.signing_bytes() == _slow_signing_bytes(parsed) == envelope.signing_bytes()
+    parsed.verify()
+
+
+@given(data=st.data())
+def test_any_tampered_byte_is_refused(data: st.DataObject) -> None:
+    payload = bytearray(_tx().payload)
+    index = data.draw(st.integers(0, len(payload) - 1))
+    payload[index] ^= data.draw(st.integers(1, 255))
+    tx = Transaction(bytes(payload))
+    assert not EnvelopeValidator()(tx)
+    try:
+        parsed = parse_envelope(tx.payload)
+    except ValidationError:
+        return
+    assert parsed.signing_bytes() == _slow_signing_bytes(parsed)
+    with pytest.raises(InvalidSignature):
+        parsed.verify()

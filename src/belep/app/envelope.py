@@ -29,13 +29,13 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from belep.content.cid import parse_cid
 from belep.crypto import PrivateKey, PublicKey
 from belep.encoding import (
     Value,
-    decode,
+    decode_map_spans,
     encode,
     expect_bytes,
     expect_fields,
@@ -60,6 +60,10 @@ VERSION = 1
 MAX_CIDS = 64
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _FIELDS = frozenset({"v", "kind", "suite", "author", "body", "cids", "ts", "nonce", "sig"})
+#: The signed fields, in the order of the signed array (after the tag).
+_SIGNED_FIELDS = ("kind", "suite", "author", "body", "cids", "ts", "nonce")
+#: Head of the signed array (8 items: tag + the signed fields) followed by the encoded tag.
+_SIGNED_PREFIX = encode([ENVELOPE_TAG, 0, 0, 0, 0, 0, 0, 0])[:-7]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,9 @@ class Envelope:
     timestamp_ms: int
     nonce: int
     signature: bytes
+    #: The signed bytes, when :func:`parse_envelope` took them from the payload
+    #: (byte-identical to re-encoding, since the payload is canonical).
+    _signed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _KIND.fullmatch(self.kind):
@@ -100,6 +107,8 @@ class Envelope:
 
     def signing_bytes(self) -> bytes:
         """What the author signs: every field but the signature, under the envelope tag."""
+        if self._signed is not None:
+            return self._signed
         return encode(
             [
                 ENVELOPE_TAG,
@@ -157,24 +166,40 @@ def sign_envelope(
 
 
 def parse_envelope(payload: bytes) -> Envelope:
-    """Decode a transaction payload strictly (structure only; see :meth:`Envelope.verify`)."""
-    m = expect_map(decode(payload), "transaction")
-    expect_fields(m, "transaction", _FIELDS)
-    version = expect_int(m["v"], "v")
-    if version != VERSION:
+    """Decode a transaction payload strictly (structure only; see :meth:`Envelope.verify`).
+
+    The envelope keeps its signed bytes as slices of ``payload``: the decoder
+    accepts canonical bytes only, so each field's bytes are exactly its
+    encoding, and ``0x88 || encode(tag) || kind || suite || ... || nonce`` is
+    what :meth:`Envelope.signing_bytes` would re-encode from the fields.
+    """
+    m, spans = decode_map_spans(payload)
+    if m.keys() != _FIELDS:
+        expect_fields(m, "transaction", _FIELDS)  # raises, naming the wrong fields
+    version = m["v"]
+    if version != VERSION or type(version) is not int:
+        expect_int(version, "v")
         raise SchemaError("unsupported envelope version", expected=VERSION, found=version)
     body = expect_map(m["body"], "body")
-    cids = tuple(expect_str(c, "cid") for c in expect_list(m["cids"], "cids"))
+    for key in body:
+        expect_str(key, "body key")
+    raw_cids = expect_list(m["cids"], "cids")
+    cids = tuple(expect_str(c, "cid") for c in raw_cids) if raw_cids else ()
     author = PublicKey(expect_str(m["suite"], "suite"), expect_bytes(m["author"], "author"))
-    return Envelope(
+    envelope = Envelope(
         kind=expect_str(m["kind"], "kind"),
         author=author,
-        body={expect_str(k, "body key"): v for k, v in body.items()},
+        body=body,  # type: ignore[arg-type]  # every key checked to be a str above
         cids=cids,
         timestamp_ms=expect_int(m["ts"], "ts", minimum=0),
         nonce=expect_int(m["nonce"], "nonce", minimum=0),
         signature=expect_bytes(m["sig"], "sig"),
     )
+    signed = _SIGNED_PREFIX + b"".join(
+        payload[a:b] for a, b in map(spans.__getitem__, _SIGNED_FIELDS)
+    )
+    object.__setattr__(envelope, "_signed", signed)
+    return envelope
 
 
 class EnvelopeValidator:
