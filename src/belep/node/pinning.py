@@ -7,6 +7,14 @@ order from a durable *cursor*, collects the CIDs the transactions reference
 node's content store with :func:`belep.content.fetch.fetch_dag` from the
 gateways of the domain's other members (authenticated with a peer token).
 
+Where the CIDs come from: a block committed while this process runs (height
+above the tip at :meth:`Pinner.load_cursors`) is looked at once, in memory, by
+:meth:`Pinner.on_commit`; only blocks that reference files are remembered and
+only they wake the pinner. Blocks committed before the process started (the
+crash-recovery range between the durable cursor and that tip) are re-read
+from the block store. Between wake-ups the cursor still moves over blocks
+without files, on the next pass (at the latest every :data:`IDLE_PASS_S`).
+
 Invariants:
 
 * the cursor of a domain (in ``node-state.sqlite3``, key ``pin/<domain>``)
@@ -35,7 +43,7 @@ from belep.content.blockstore import Blockstore
 from belep.content.cid import parse_cid
 from belep.content.fetch import fetch_dag
 from belep.errors import BelepError, ValidationError
-from belep.ledger.block import DomainId
+from belep.ledger.block import Block, DomainId
 from belep.ledger.store import BlockStore
 from belep.node.kvstore import ConsensusState
 
@@ -47,6 +55,8 @@ log = logging.getLogger("belep.node.pinning")
 _NO_CIDS = b"dcids\x80"
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+#: Longest wait between passes when no block with files wakes the pinner.
+IDLE_PASS_S = 5.0
 
 
 def cids_of_payloads(payloads: Sequence[bytes]) -> list[str]:
@@ -76,6 +86,10 @@ class PinDomain:
     gateways: Sequence[str]  # other members' base URLs
     height: Callable[[], int]
     cursor: int = 0
+    #: First height committed by this process (seen by ``on_commit``); lower ones are read back.
+    memory_from: int = 1
+    #: CIDs of in-memory committed blocks at or above ``memory_from`` that reference files.
+    found: dict[int, list[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -95,6 +109,18 @@ class Pinner:
         for name, entry in self.domains.items():
             raw = saved.get(f"pin/{name}")
             entry.cursor = int(raw.decode()) if raw else 0
+            entry.memory_from = entry.height() + 1
+            entry.found.clear()
+
+    def on_commit(self, domain: DomainId, block: Block) -> None:
+        """A block just committed (in height order): remember its CIDs; wake only if any."""
+        entry = self.domains.get(domain)
+        if entry is None or block.height < entry.memory_from:
+            return
+        cids = cids_of_payloads([tx.payload for tx in block.transactions])
+        if cids:
+            entry.found[block.height] = cids
+            self._wake.set()
 
     def notify(self) -> None:
         self._wake.set()
@@ -104,14 +130,23 @@ class Pinner:
         self._wake.set()
 
     def lag(self) -> int:
-        return sum(max(0, d.height() - d.cursor) for d in self.domains.values())
+        """Blocks whose files are not known to be pinned yet.
+
+        Counts every block of the read-back range above the cursor and, above
+        it, only the in-memory blocks that reference files.
+        """
+        total = 0
+        for d in self.domains.values():
+            total += max(0, min(d.height(), d.memory_from - 1) - d.cursor)
+            total += sum(1 for h in d.found if h > d.cursor)
+        return total
 
     async def run(self) -> None:
         backoff = BACKOFF_START_S
         async with httpx.AsyncClient(timeout=30.0) as client:
             while not self._stopped:
                 self._wake.clear()
-                progressed, failed = await self._pass(client)
+                _, failed = await self._pass(client)
                 if self._stopped:
                     return
                 if failed:
@@ -119,17 +154,21 @@ class Pinner:
                     backoff = min(BACKOFF_MAX_S, backoff * 2)
                     continue
                 backoff = BACKOFF_START_S
-                if not progressed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 5.0)
+                # Returns at once if a block with files committed during the pass.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_PASS_S)
 
     async def _pass(self, client: httpx.AsyncClient) -> tuple[bool, bool]:
         progressed = False
         for entry in self.domains.values():
             while entry.cursor < entry.height() and not self._stopped:
                 height = entry.cursor + 1
+                from_store = height < entry.memory_from
                 try:
-                    cids = await asyncio.to_thread(cids_of_block, entry.reader, height)
+                    if from_store:
+                        cids = await asyncio.to_thread(cids_of_block, entry.reader, height)
+                    else:
+                        cids = entry.found.get(height, [])
                 except BelepError as exc:
                     log.warning(
                         "cannot read block %d of %s for pinning: %s",
@@ -145,9 +184,10 @@ class Pinner:
                         return progressed, True
                     self.pending -= 1
                 entry.cursor = height
+                entry.found.pop(height, None)
                 self.state.stage(f"pin/{entry.domain}", str(height).encode())
                 progressed = True
-                if height % 64 == 0 or entry.cursor == entry.height():
+                if (from_store or cids) and (height % 64 == 0 or entry.cursor == entry.height()):
                     await asyncio.to_thread(self.state.commit)
         if self.state.dirty:
             await asyncio.to_thread(self.state.commit)

@@ -347,7 +347,7 @@ class Node:
         if anchorer is not None:
             anchorer.on_parent_commit(block, now_ms())
         if self.pinner is not None:
-            self.pinner.notify()
+            self.pinner.on_commit(domain, block)
 
     async def _housekeeping(self) -> None:
         ticks = 0
