@@ -86,13 +86,14 @@ def test_writer_abort_leaves_no_temporary_files(store: Blockstore) -> None:
 def test_writer_groups_are_committed_as_they_fill(store: Blockstore) -> None:
     # 100 distinct small blocks: one full group of 64 is renamed into place
     # before the writer commits; the rest only at commit.
-    with store.writer() as writer:
+    with store.writer(group_blocks=64) as writer:
         cids = []
         for index in range(100):
             data = f"block {index}".encode()
             cid = compute_cid(data, version=1, codec=RAW)
             writer.put(cid, data)
             cids.append(cid)
+        writer.drain()
         assert sum(store.has(cid) for cid in cids) == 64
     assert all(store.has(cid) for cid in cids)
     assert writer.written == 100

@@ -42,7 +42,9 @@ import ctypes
 import fcntl
 import hashlib
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,12 @@ MAX_BLOCK_SIZE = 4 << 20
 """Largest block accepted (Kubo's limit is 2 MiB for bitswap; leave headroom)."""
 
 _GROUP_BLOCKS = 64
-_GROUP_BYTES = 16 << 20
+"""Blocks per durable group when each file is ``fdatasync``ed (their fds stay open)."""
+_GROUP_BLOCKS_SYNCFS = 256
+"""Blocks per durable group when one ``syncfs`` covers the group (no fd held)."""
+_GROUP_BYTES = 64 << 20
+_QUEUED_BLOCKS = 8
+"""Blocks copied and waiting for the writer thread (bounds memory to ~2 MiB)."""
 
 
 def block_key(cid: Cid) -> str:
@@ -156,9 +163,12 @@ class Blockstore:
 
     # -- writing -------------------------------------------------------
 
-    def writer(self) -> BlockWriter:
-        """A batch writer; use as a context manager (commits on success)."""
-        return BlockWriter(self)
+    def writer(self, *, group_blocks: int | None = None) -> BlockWriter:
+        """A batch writer; use as a context manager (commits on success).
+
+        ``group_blocks`` overrides how many blocks make a durable group.
+        """
+        return BlockWriter(self, group_blocks=group_blocks)
 
     def put(self, cid: Cid, data: bytes | bytearray | memoryview) -> None:
         """Verify ``data`` against ``cid`` and store it durably.
@@ -196,6 +206,11 @@ class Blockstore:
         if not self._syncfs_whole_filesystem():
             for directory in sorted(directories):
                 _fsync_directory(directory)
+
+    @property
+    def syncs_whole_filesystem(self) -> bool:
+        """True if :meth:`sync_files` ignores its fds (one ``syncfs`` does it all)."""
+        return _SYNCFS is not None
 
     def _syncfs_whole_filesystem(self) -> bool:
         if _SYNCFS is None:
@@ -321,29 +336,57 @@ class _FileLock:
 @dataclass(slots=True)
 class _Pending:
     fd: int
-    temporary: Path
-    final: Path
+    """Open only while the group still needs per-file ``fdatasync``; else -1."""
+    temporary: str
+    final: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    cid: Cid
+    key: str
+    data: bytes
 
 
 class BlockWriter:
     """Writes many blocks with grouped durability; a :class:`BlockSink`.
 
-    Blocks go to temporary files; every 64 blocks or 16 MiB (and on
-    :meth:`commit`) the group is made durable (:meth:`Blockstore.sync_files`),
-    renamed into place, and the renames made durable
-    (:meth:`Blockstore.sync_directories`). Until :meth:`commit` returns, a concurrent
-    :meth:`Blockstore.gc` waits. On an exception inside ``with``, uncommitted
-    temporary files are removed; blocks of earlier groups stay (unpinned,
-    so the next garbage collection removes them unless something pins them).
+    :meth:`put_block` copies the block (one copy, so the caller's buffer is
+    free again when it returns) and hands it to a writer thread through a
+    queue of at most 8 blocks, so the caller hashes the next chunk while
+    earlier blocks are written (``hashlib`` and the file system calls release
+    the GIL). The writer thread writes each block to a temporary file; every
+    256 blocks or 64 MiB (64 blocks when each file needs its own
+    ``fdatasync``), and on :meth:`flush` / :meth:`commit`, the group is made
+    durable (:meth:`Blockstore.sync_files`), renamed into place, and the
+    renames made durable (:meth:`Blockstore.sync_directories`). A failure of
+    the writer thread is raised by the next :meth:`put_block`, :meth:`flush`
+    or :meth:`commit`; nothing of a failed group is renamed into place.
+
+    Until :meth:`commit` returns, a concurrent :meth:`Blockstore.gc` waits. On
+    an exception inside ``with``, uncommitted temporary files are removed;
+    blocks of earlier groups stay (unpinned, so the next garbage collection
+    removes them unless something pins them). One caller at a time.
     """
 
-    def __init__(self, store: Blockstore) -> None:
+    def __init__(self, store: Blockstore, *, group_blocks: int | None = None) -> None:
         self._store = store
-        self._pending: dict[str, _Pending] = {}
+        self._tmp = str(store._tmp)
+        self._blocks = str(store._blocks)
+        self._hold_fds = store.sync and not store.syncs_whole_filesystem
+        default = _GROUP_BLOCKS if self._hold_fds else _GROUP_BLOCKS_SYNCFS
+        if group_blocks is not None and group_blocks < 1:
+            raise StorageError(f"a group needs at least one block, not {group_blocks}")
+        self._group_blocks = group_blocks or default
+        self._shards: set[str] = set()
+        self._pending: list[_Pending] = []
         self._pending_bytes = 0
         self._handed: set[str] = set()
         self._roots: list[Cid] = []
         self._closed = False
+        self._jobs: queue.Queue[_Job | threading.Event | None] = queue.Queue(_QUEUED_BLOCKS)
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
         self.written = 0
         """Blocks newly written (not already present)."""
         self._lock = store._lock(exclusive=False)
@@ -379,20 +422,38 @@ class BlockWriter:
         """Write a block whose CID the caller has already established."""
         if self._closed:
             raise StorageError("block writer already closed")
+        self._raise_failure()
         key = block_key(cid)
         if key in self._handed:
             return
         self._handed.add(key)
-        self._write(cid, key, parts)
+        # One copy of the block (none if the caller already gave immutable bytes).
+        data = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="blockwriter", daemon=True)
+            self._thread.start()
+        self._jobs.put(_Job(cid, key, data))
 
     def pin_on_commit(self, cid: Cid) -> None:
         """Pin ``cid`` in :meth:`commit`, after its blocks are durable and before
         garbage collection can run again. The caller vouches the DAG is complete."""
         self._roots.append(cid)
 
+    def drain(self) -> None:
+        """Wait until the writer thread has written every block handed so far
+        (full groups renamed into place; the last partial group stays pending)."""
+        if self._thread is not None:
+            self._jobs.join()
+        self._raise_failure()
+
     def flush(self) -> None:
         """Make the blocks written so far durable and visible."""
-        self._flush_group()
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._jobs.put(done)
+        done.wait()
+        self._raise_failure()
 
     def commit(self) -> None:
         """Make every written block durable and visible, pin the roots asked
@@ -407,6 +468,7 @@ class BlockWriter:
             self.abort()
             raise
         self._closed = True
+        self._stop()
         self._lock.release()
 
     def abort(self) -> None:
@@ -415,63 +477,103 @@ class BlockWriter:
             return
         self._closed = True
         try:
-            for pending in self._pending.values():
-                if pending.fd >= 0:
-                    os.close(pending.fd)
-                pending.temporary.unlink(missing_ok=True)
-            self._pending.clear()
+            self._stop()
+            self._discard_pending()
         finally:
             self._lock.release()
 
-    # -- internals -----------------------------------------------------
+    # -- internals (the writer thread) ---------------------------------
 
-    def _write(self, cid: Cid, key: str, parts: Sequence[BlockPart]) -> None:
-        final = self._store._key_path(key)
-        size = sum(len(part) for part in parts)
-        if self._store.is_intact(cid, size, path=final):
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                if isinstance(job, threading.Event):
+                    try:
+                        if self._failure is None:
+                            self._flush_group()
+                    finally:
+                        job.set()
+                elif self._failure is None:
+                    self._write(job)
+            except BaseException as exc:  # re-raised on the caller's thread
+                self._failure = exc
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def _write(self, job: _Job) -> None:
+        shard = f"{self._blocks}/{job.key[-3:-1]}"
+        final = f"{shard}/{job.key}"
+        size = len(job.data)
+        if self._store.is_intact(job.cid, size, path=Path(final)):
             return
-        temporary = self._store._tmp / f"{key}.{os.getpid()}.{id(self)}"
+        temporary = f"{self._tmp}/{job.key}.{os.getpid()}.{id(self)}"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _write_all(fd, parts)
+                _write_all(fd, job.data)
+                if not self._hold_fds:
+                    os.close(fd)
+                    fd = -1
             except BaseException:
-                os.close(fd)
-                temporary.unlink(missing_ok=True)
+                if fd >= 0:
+                    os.close(fd)
+                os.unlink(temporary)
                 raise
         except OSError as exc:
-            raise StorageError(f"cannot write block {cid}: {exc}") from exc
-        self._pending[key] = _Pending(fd, temporary, final)
+            raise StorageError(f"cannot write block {job.cid}: {exc}") from exc
+        self._pending.append(_Pending(fd, temporary, final))
         self._pending_bytes += size
-        if len(self._pending) >= _GROUP_BLOCKS or self._pending_bytes >= _GROUP_BYTES:
+        if len(self._pending) >= self._group_blocks or self._pending_bytes >= _GROUP_BYTES:
             self._flush_group()
 
     def _flush_group(self) -> None:
         if not self._pending:
             return
         sync = self._store.sync
-        directories: set[Path] = set()
+        directories: set[str] = set()
         try:
             if sync:
-                self._store.sync_files(pending.fd for pending in self._pending.values())
-            for pending in self._pending.values():
-                os.close(pending.fd)
-                pending.fd = -1
-                if not pending.final.parent.is_dir():
-                    pending.final.parent.mkdir(exist_ok=True)
-                    directories.add(self._store._blocks)
-                os.replace(pending.temporary, pending.final)
-                directories.add(pending.final.parent)
-            if sync:
-                self._store.sync_directories(directories)
-        except OSError as exc:
-            for pending in self._pending.values():
+                self._store.sync_files(p.fd for p in self._pending if p.fd >= 0)
+            for pending in self._pending:
                 if pending.fd >= 0:
                     os.close(pending.fd)
-                pending.temporary.unlink(missing_ok=True)
-            self._pending.clear()
+                    pending.fd = -1
+                shard = pending.final[: pending.final.rindex("/")]
+                if shard not in self._shards:
+                    try:
+                        os.mkdir(shard)
+                        directories.add(self._blocks)
+                    except FileExistsError:
+                        pass
+                    self._shards.add(shard)
+                os.replace(pending.temporary, pending.final)
+                directories.add(shard)
+            if sync:
+                self._store.sync_directories(Path(d) for d in directories)
+        except OSError as exc:
+            self._discard_pending()
             raise StorageError(f"cannot commit blocks: {exc}") from exc
         self.written += len(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def _discard_pending(self) -> None:
+        for pending in self._pending:
+            if pending.fd >= 0:
+                os.close(pending.fd)
+                pending.fd = -1
+            Path(pending.temporary).unlink(missing_ok=True)
         self._pending.clear()
         self._pending_bytes = 0
 
@@ -489,15 +591,12 @@ def _read_block_file(path: Path) -> bytes:
         return bytes(buffer[:filled]) if filled < size else bytes(buffer)
 
 
-def _write_all(fd: int, parts: Sequence[BlockPart]) -> None:
-    views = [memoryview(part) for part in parts if len(part)]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
