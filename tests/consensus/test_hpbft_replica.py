@@ -276,3 +276,54 @@ def test_a_parent_decision_revives_a_stalled_domain_from_the_prepared_chain() ->
     records = [b for b in c.nodes[s2].chain if find_config_tx(b) is not None]
     assert records
     assert records[0].header.epoch == 1
+
+
+def _trickle(c: Cluster, until_ms: int, *, start: int = 0, every_ms: int = 40) -> int:
+    """Submit 3 transactions to seat n1 every ``every_ms`` (blocks stay below full)."""
+    i = start
+    while c.now < until_ms:
+        c.submit(n1, *(tx(i + j) for j in range(3)))
+        i += 3
+        c.run(c.now + every_ms)
+    return i
+
+
+def test_a_slow_primary_committing_partial_blocks_is_not_replaced() -> None:
+    # One block in flight and 25 ms links: a block takes ~150 ms of the 200 ms request
+    # timeout, so a transaction (waiting for the block before its own) often waits longer
+    # than the timeout; every delivered block is progress (before, only a full block was,
+    # and the primary was replaced again and again).
+    c = Cluster(latency_ms=25, config_overrides={"window": 1})
+    sent = _trickle(c, 3000)
+    c.run(c.now + 2000)
+    assert all(c.nodes[s].replica.view == 0 for s in SEATS)
+    assert max(len(b.transactions) for b in c.nodes[n1].chain) < 16  # never a full block
+    assert c.committed_payloads(n1) >= {tx(i).payload for i in range(sent)}
+
+
+def test_a_primary_censoring_one_transaction_is_replaced_within_the_bound() -> None:
+    from belep.consensus.hpbft_messages import Forward
+    from belep.consensus.hpbft_viewchange import CENSORSHIP_TIMEOUTS
+
+    censored = tx(999_999)
+
+    def drop_censored(src: object, dst: object, message: object) -> object | None:
+        if dst == n0 and isinstance(message, Forward):
+            kept = tuple(t for t in message.txs if t != censored)
+            return Forward(kept) if kept else None
+        return message
+
+    c = Cluster()
+    c.filter = drop_censored
+    timeout = 200
+    for seat in (n1, n2, n3):
+        c.submit(seat, censored)
+    arrival = c.now
+    _trickle(c, arrival + (CENSORSHIP_TIMEOUTS - 1) * timeout)
+    # Blocks kept committing, so the seats held on past many timeouts...
+    assert c.nodes[n1].replica.view == 0
+    assert censored.payload not in c.committed_payloads(n1)
+    # ...but not past the censorship bound.
+    _trickle(c, arrival + (CENSORSHIP_TIMEOUTS + 3) * timeout, start=10_000)
+    assert c.nodes[n1].replica.view >= 1
+    assert censored.payload in c.committed_payloads(n1)

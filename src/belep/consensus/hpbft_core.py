@@ -166,7 +166,7 @@ class HpbftCore:
         self._fetch_armed = False
         self._last_heard: dict[NodeId, int] = {}
         self._vote_keys: set[Height] = set()
-        self._last_full_delivery_ms = 0
+        self._last_delivery_ms = 0
         self._held_votes: list[tuple[int, NodeId, VoteStatement, bytes]] = []
         self._reset_epoch_state()
         if any(key.startswith("hpbft/") for key in persisted):

@@ -473,8 +473,7 @@ class HpbftNormalCase(HpbftCore):
         self._delivered_hashes[h] = block.block_hash
         self._last_cert = qc
         self._pool.on_committed(block.transactions)
-        if len(block.transactions) >= self.config.max_batch_size:
-            self._last_full_delivery_ms = self._now
+        self._last_delivery_ms = self._now
         self._commits.pop(h, None)
         if not self._in_view_change:
             self._vc_attempt = 0

@@ -68,6 +68,10 @@ PROGRESS_TIMER = TimerId("hpbft/progress")
 #: ``request_timeout_ms`` must exceed a few message delays of the real network.
 PROGRESS_BACKOFF_CAP = 1
 VIEW_CHANGE_BACKOFF_CAP = 4
+#: A transaction still waiting this many request timeouts after it arrived (or the view
+#: started) makes a seat suspect the primary even while blocks keep committing: the bound
+#: on censorship once any delivered block counts as progress.
+CENSORSHIP_TIMEOUTS = 2
 #: Proposal times the primary remembers to tell silent seats (bounded).
 PROPOSAL_MEMORY = 1024
 
@@ -99,20 +103,25 @@ class HpbftViewChange(HpbftNormalCase):
 
     def _arm_progress(self) -> None:
         """The request timer (PBFT's): a seat waiting too long for work to commit suspects
-        the primary. It measures from the arrival of the oldest transaction still waiting
-        to be proposed (not from the last delivery), so a primary that commits some
-        blocks while censoring others is still replaced; a full block delivered
-        restarts the wait (the primary is working through a backlog in order)."""
+        the primary. It fires ``timeout`` after the later of the oldest waiting
+        transaction's arrival, the start of the view and the last delivered block (any
+        block: a busy primary working through a backlog is making progress), but never
+        later than :data:`CENSORSHIP_TIMEOUTS` timeouts after that arrival (or the view
+        start), so a primary that commits some blocks while censoring a transaction is
+        still replaced."""
         if self._progress_armed or not self._acts_as_seat() or not self._has_work():
             return
         timeout = self.config.request_timeout_ms << min(self._vc_attempt, PROGRESS_BACKOFF_CAP)
         oldest = self._pool.oldest_pending_ms()
-        start = (
-            self._now
-            if oldest is None
-            else max(oldest, self._view_started, self._last_full_delivery_ms)
-        )
-        delay = max(1, timeout - (self._now - start))
+        if oldest is None:
+            deadline = self._now + timeout
+        else:
+            waiting = max(oldest, self._view_started)
+            deadline = min(
+                max(waiting, self._last_delivery_ms) + timeout,
+                waiting + CENSORSHIP_TIMEOUTS * timeout,
+            )
+        delay = max(1, deadline - self._now)
         self._out.append(SetTimer(PROGRESS_TIMER, delay))
         self._progress_armed = True
 
