@@ -191,12 +191,12 @@ def test_import_and_export_memory_does_not_grow_with_the_file(tmp_path: Path) ->
     store = Blockstore(tmp_path / "store", sync=False)
     small_add, small_get = _peaks(store, 8 << 20)
     large_add, large_get = _peaks(store, 96 << 20)
-    # Python allocations, traced exactly. Import: the chunk buffer, at most
-    # 8 block copies queued for the writer thread plus the one it writes, and
-    # at most 8 chunk copies queued for the file digest plus the one it hashes
-    # (how many are queued depends on thread timing, hence a bound, not a delta).
-    assert small_add < 6 << 20
-    assert large_add < 6 << 20
+    # Python allocations, traced exactly. Import: the chunk buffer and at
+    # most 8 block copies queued for the writer thread plus the one it writes
+    # and the one being made (about 2.9 MiB measured at worst; how many are
+    # queued depends on thread timing, hence a bound, not a delta).
+    assert small_add < 4 << 20
+    assert large_add < 4 << 20
     # Export: one block per tree level, whatever the size.
     assert large_get < 2 << 20
     assert large_get < small_get + (256 << 10)
