@@ -303,10 +303,12 @@ class _Decoder:
         if major == _MT_NINT:
             return -1 - arg, pos_after
         if major == _MT_BYTES:
-            self._need(pos_after, arg, "byte string")
+            if arg > self.size - pos_after:
+                self._need(pos_after, arg, "byte string")
             return self.buf[pos_after : pos_after + arg], pos_after + arg
         if major == _MT_TEXT:
-            self._need(pos_after, arg, "text string")
+            if arg > self.size - pos_after:
+                self._need(pos_after, arg, "text string")
             raw = self.buf[pos_after : pos_after + arg]
             try:
                 text = raw.decode("utf-8")
@@ -361,9 +363,19 @@ class _Decoder:
         result: dict[Key, Value] = {}
         cursor = pos_after
         previous_key: bytes | None = None
+        buf = self.buf
         for _ in range(arg):
             key_start = cursor
-            key, cursor = self.value(cursor, depth + 1)
+            initial = buf[cursor] if cursor < self.size else 0xFF
+            if 0x60 <= initial < 0x78 and cursor + 1 + (initial & 0x1F) <= self.size:
+                # Fast path: a short text key (the usual record field name).
+                cursor += 1 + (initial & 0x1F)
+                try:
+                    key: Value = buf[key_start + 1 : cursor].decode("utf-8")
+                except UnicodeDecodeError:
+                    key, cursor = self.value(key_start, depth + 1)  # raises with the offset
+            else:
+                key, cursor = self.value(cursor, depth + 1)
             if type(key) is not int and type(key) is not str:
                 raise EncodingError(
                     "unsupported map key type",
