@@ -20,6 +20,7 @@ from belep.node.config import parse_node_config, render_node_config
 from belep.node.kvstore import ConsensusState
 from belep.node.metrics import NodeMetrics, NodeSample
 from belep.node.provision import provision
+from belep.node.runtime import relay_targets
 from belep.node.sync import SyncBlocks, SyncRequest, SyncTip, decode_sync, encode_sync
 from belep.node.topology import AnchorPolicy, demo_topology, demo_topology_text
 
@@ -188,3 +189,24 @@ def test_metrics_render() -> None:
     assert 'belep_commit_latency_seconds_bucket{domain="d",le="0.02"} 1.0' in text
     assert "belep_peers_connected 3.0" in text
     assert "belep_anchors_submitted_total 2.0" in text
+
+
+RELAY_MEMBERS = tuple(NodeId(f"v{i}") for i in range(4))
+RELAY_CASES = [
+    ("progressing-to-leader", NodeId("v1"), "v2", True, ("v2",)),
+    ("progressing-i-am-leader", NodeId("v2"), "v2", True, ()),
+    ("stalled-to-every-other-voter", NodeId("v1"), "v2", False, ("v0", "v2", "v3")),
+    ("no-leader-known", NodeId("v1"), None, True, ("v0", "v2", "v3")),
+    ("leader-not-a-voter", NodeId("v1"), "x9", True, ("v0", "v2", "v3")),
+]
+
+
+@pytest.mark.parametrize(
+    ("me", "leader", "progressing", "expected"),
+    [c[1:] for c in RELAY_CASES],
+    ids=[c[0] for c in RELAY_CASES],
+)
+def test_relay_targets(
+    me: NodeId, leader: str | None, progressing: bool, expected: tuple[str, ...]
+) -> None:
+    assert relay_targets(RELAY_MEMBERS, me, leader, progressing) == expected

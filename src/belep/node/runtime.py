@@ -31,7 +31,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from belep.app.envelope import EnvelopeValidator
@@ -61,13 +62,14 @@ from belep.node.metrics import DomainSample, NodeMetrics, NodeSample
 from belep.node.pinning import PinDomain, Pinner
 from belep.node.protocols import replica_factory
 
-__all__ = ["Node", "run_node"]
+__all__ = ["Node", "relay_targets", "run_node"]
 
 log = logging.getLogger("belep.node")
 
 TICK_S = 0.25
-#: A transaction submitted here and still uncommitted after this long is relayed to the
-#: domain's other voters (once), in case this node's replica cannot get it proposed.
+#: A transaction submitted here and still uncommitted after this long is relayed (once), in
+#: case this node's replica cannot get it proposed: to the leader while the domain commits,
+#: to every other voter when it committed nothing for this long (see :func:`relay_targets`).
 RELAY_AFTER_S = 3.0
 RELAY_BATCH = 2000
 GOSSIP_EVERY_TICKS = 2
@@ -106,6 +108,8 @@ class Node:
         self.commits = CommitTracker(self.metrics.observe_latency)
         self.anchorers: dict[DomainId, Anchorer] = {}
         self.transactions_committed: dict[DomainId, int] = {}
+        #: ``time.monotonic()`` of each domain's last commit seen by this process.
+        self.last_commit_s: dict[DomainId, float] = {}
         self._stores: list[BlockStore] = []
         self._readers: dict[DomainId, BlockStore] = {}
         self._states: list[ConsensusState] = []
@@ -326,22 +330,29 @@ class Node:
         by_domain: dict[DomainId, list[bytes]] = {}
         for domain, tx in overdue:
             by_domain.setdefault(domain, []).append(tx.payload)
+        now = time.monotonic()
         for domain, payloads in by_domain.items():
             host = self.hosts[domain]
+            last = self.last_commit_s.get(domain)
+            progressing = last is not None and now - last < RELAY_AFTER_S
+            targets = relay_targets(host.config.members, self.node_id, host.leader, progressing)
+            if not targets:
+                continue
             channel = f"{domain}/tx"
             for start in range(0, len(payloads), RELAY_BATCH):
                 message = encode(payloads[start : start + RELAY_BATCH])
-                for voter in host.config.members:
-                    if voter != self.node_id:
-                        self._send(voter, channel, message)
+                for voter in targets:
+                    self._send(voter, channel, message)
             log.info(
-                "relayed %d uncommitted transactions to the other voters",
+                "relayed %d uncommitted transactions to %s",
                 len(payloads),
+                ", ".join(targets),
                 extra={"event": "node.relay", "domain": domain},
             )
 
     def _on_commit(self, domain: DomainId, block: Block, _certificate: QuorumCertificate) -> None:
         self.transactions_committed[domain] += len(block.transactions)
+        self.last_commit_s[domain] = time.monotonic()
         self.commits.committed(domain, block)
         anchorer = self.anchorers.get(domain)
         if anchorer is not None:
@@ -449,6 +460,19 @@ class Node:
             with contextlib.suppress(StorageError):
                 store.close()
         log.info("node %s stopped", self.node_id, extra={"event": "node.stopped"})
+
+
+def relay_targets(
+    members: Sequence[NodeId], me: NodeId, leader: str | None, progressing: bool
+) -> tuple[NodeId, ...]:
+    """Where overdue transactions go: the leader alone while the domain commits (a busy
+    leader is working through a backlog; copies to every voter would only add work), every
+    other voter when it committed nothing for the relay period or no leader is known (this
+    node's replica may be stuck, e.g. in a view the others left). Nothing when this node
+    is the leader of a progressing domain: its own replica already holds them."""
+    if progressing and leader is not None and leader in members:
+        return () if leader == me else (NodeId(leader),)
+    return tuple(m for m in members if m != me)
 
 
 def _height_of(host: DomainHost) -> Callable[[], int]:
