@@ -309,7 +309,11 @@ class PbftReplica(PbftCore):
         if self._mode is not Mode.VIEW_CHANGE:
             return
         if not self._vc_quorum:
-            self._send_view_change()  # retransmit until a quorum asks for this view
+            ahead = self._view_ahead()
+            if ahead is not None:
+                self._start_view_change(ahead)  # this view cannot gather a quorum: catch up
+            else:
+                self._send_view_change()  # retransmit until a quorum asks for this view
         elif self._vc_stage == 0 and self._own_vc is not None:
             # Half the timeout without a new-view: ask again, in case only this
             # replica missed it (peers in the view answer with their new-view).
@@ -318,6 +322,25 @@ class PbftReplica(PbftCore):
             self._fx.append(SetTimer(TIMER_VIEW_CHANGE, self._timeout() // 2))
         else:
             self._start_view_change(self._view + 1)
+
+    def _view_ahead(self) -> View | None:
+        """The view to catch up with when a whole timeout passed without a quorum here.
+
+        Returns the lowest later view another member asked for, provided at least
+        ``q`` members (this one included) asked for this view or a later one: the
+        members missing from this view's quorum have moved past it, and correct
+        replicas never come back to a view they left, so waiting cannot complete
+        it. A replica ahead of the others with at most ``f`` others (possibly all
+        faulty) beside it never passes this test (``1 + 2f < q`` members), so it
+        waits for the others instead of running further ahead (``docs/spec/pbft.md``
+        §8, Catching up).
+        """
+        view = self._view
+        latest = [max(views) for p, views in self._vcs.items() if p != self._id and views]
+        if 1 + sum(1 for w in latest if w >= view) < self._rules.quorum:
+            return None
+        later = [w for w in latest if w > view]
+        return min(later) if later else None
 
     def _on_new_view(self, sender: NodeId, nv: NewView) -> None:
         if self._mode not in (Mode.NORMAL, Mode.VIEW_CHANGE) or nv.view <= self._floor:
