@@ -42,31 +42,22 @@ import ctypes
 import fcntl
 import hashlib
 import os
-import queue
 import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from belep.content.cid import RAW, Cid, parse_cid, verify_block
 from belep.content.dagpb import decode_pbnode
-from belep.content.importer import BlockPart
 from belep.content.multiformats import encode_base32
 from belep.errors import CidError, CorruptStore, HashMismatch, NotFound, StorageError
 
+if TYPE_CHECKING:
+    from belep.content.blockwriter import BlockWriter
+
 MAX_BLOCK_SIZE = 4 << 20
 """Largest block accepted (Kubo's limit is 2 MiB for bitswap; leave headroom)."""
-
-_GROUP_BLOCKS = 64
-"""Blocks per durable group when each file is ``fdatasync``ed (their fds stay open)."""
-_GROUP_BLOCKS_SYNCFS = 256
-"""Blocks per durable group when one ``syncfs`` covers the group (no fd held)."""
-_GROUP_BYTES = 64 << 20
-_QUEUED_BLOCKS = 8
-"""Blocks copied and waiting for the writer thread (bounds memory to ~2 MiB)."""
 
 
 def block_key(cid: Cid) -> str:
@@ -168,6 +159,8 @@ class Blockstore:
 
         ``group_blocks`` overrides how many blocks make a durable group.
         """
+        from belep.content.blockwriter import BlockWriter  # it imports this module
+
         return BlockWriter(self, group_blocks=group_blocks)
 
     def put(self, cid: Cid, data: bytes | bytearray | memoryview) -> None:
@@ -333,251 +326,6 @@ class _FileLock:
             self._fd = -1
 
 
-@dataclass(slots=True)
-class _Pending:
-    fd: int
-    """Open only while the group still needs per-file ``fdatasync``; else -1."""
-    temporary: str
-    final: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    cid: Cid
-    key: str
-    data: bytes
-
-
-class BlockWriter:
-    """Writes many blocks with grouped durability; a :class:`BlockSink`.
-
-    :meth:`put_block` copies the block (one copy, so the caller's buffer is
-    free again when it returns) and hands it to a writer thread through a
-    queue of at most 8 blocks, so the caller hashes the next chunk while
-    earlier blocks are written (``hashlib`` and the file system calls release
-    the GIL). The writer thread writes each block to a temporary file; every
-    256 blocks or 64 MiB (64 blocks when each file needs its own
-    ``fdatasync``), and on :meth:`flush` / :meth:`commit`, the group is made
-    durable (:meth:`Blockstore.sync_files`), renamed into place, and the
-    renames made durable (:meth:`Blockstore.sync_directories`). A failure of
-    the writer thread is raised by the next :meth:`put_block`, :meth:`flush`
-    or :meth:`commit`; nothing of a failed group is renamed into place.
-
-    Until :meth:`commit` returns, a concurrent :meth:`Blockstore.gc` waits. On
-    an exception inside ``with``, uncommitted temporary files are removed;
-    blocks of earlier groups stay (unpinned, so the next garbage collection
-    removes them unless something pins them). One caller at a time.
-    """
-
-    def __init__(self, store: Blockstore, *, group_blocks: int | None = None) -> None:
-        self._store = store
-        self._tmp = str(store._tmp)
-        self._blocks = str(store._blocks)
-        self._hold_fds = store.sync and not store.syncs_whole_filesystem
-        default = _GROUP_BLOCKS if self._hold_fds else _GROUP_BLOCKS_SYNCFS
-        if group_blocks is not None and group_blocks < 1:
-            raise StorageError(f"a group needs at least one block, not {group_blocks}")
-        self._group_blocks = group_blocks or default
-        self._shards: set[str] = set()
-        self._pending: list[_Pending] = []
-        self._pending_bytes = 0
-        self._handed: set[str] = set()
-        self._roots: list[Cid] = []
-        self._closed = False
-        self._jobs: queue.Queue[_Job | threading.Event | None] = queue.Queue(_QUEUED_BLOCKS)
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-        self.written = 0
-        """Blocks newly written (not already present)."""
-        self._lock = store._lock(exclusive=False)
-        self._lock.__enter__()
-
-    def __enter__(self) -> BlockWriter:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.abort()
-
-    def put(self, cid: Cid, data: bytes | bytearray | memoryview) -> None:
-        """Verify ``data`` against ``cid`` (:class:`HashMismatch`), then write it."""
-        if len(data) > MAX_BLOCK_SIZE:
-            raise HashMismatch(
-                "block larger than the store accepts",
-                expected=f"<= {MAX_BLOCK_SIZE} bytes",
-                found=len(data),
-                where=str(cid),
-            )
-        verify_block(cid, data)
-        self.put_block(cid, (data,))
-
-    def put_block(self, cid: Cid, parts: Sequence[BlockPart]) -> None:
-        """Write a block whose CID the caller has already established."""
-        if self._closed:
-            raise StorageError("block writer already closed")
-        self._raise_failure()
-        key = block_key(cid)
-        if key in self._handed:
-            return
-        self._handed.add(key)
-        # One copy of the block (none if the caller already gave immutable bytes).
-        data = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="blockwriter", daemon=True)
-            self._thread.start()
-        self._jobs.put(_Job(cid, key, data))
-
-    def pin_on_commit(self, cid: Cid) -> None:
-        """Pin ``cid`` in :meth:`commit`, after its blocks are durable and before
-        garbage collection can run again. The caller vouches the DAG is complete."""
-        self._roots.append(cid)
-
-    def drain(self) -> None:
-        """Wait until the writer thread has written every block handed so far
-        (full groups renamed into place; the last partial group stays pending)."""
-        if self._thread is not None:
-            self._jobs.join()
-        self._raise_failure()
-
-    def flush(self) -> None:
-        """Make the blocks written so far durable and visible."""
-        if self._thread is None:
-            return
-        done = threading.Event()
-        self._jobs.put(done)
-        done.wait()
-        self._raise_failure()
-
-    def commit(self) -> None:
-        """Make every written block durable and visible, pin the roots asked
-        for, and release the store lock."""
-        if self._closed:
-            return
-        try:
-            self.flush()
-            for root in self._roots:
-                self._store.pin(root)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        self._stop()
-        self._lock.release()
-
-    def abort(self) -> None:
-        """Drop uncommitted blocks; release the store lock."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._stop()
-            self._discard_pending()
-        finally:
-            self._lock.release()
-
-    # -- internals (the writer thread) ---------------------------------
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-    def _stop(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                if isinstance(job, threading.Event):
-                    try:
-                        if self._failure is None:
-                            self._flush_group()
-                    finally:
-                        job.set()
-                elif self._failure is None:
-                    self._write(job)
-            except BaseException as exc:  # re-raised on the caller's thread
-                self._failure = exc
-            finally:
-                self._jobs.task_done()
-        self._jobs.task_done()
-
-    def _write(self, job: _Job) -> None:
-        shard = f"{self._blocks}/{job.key[-3:-1]}"
-        final = f"{shard}/{job.key}"
-        size = len(job.data)
-        if self._store.is_intact(job.cid, size, path=Path(final)):
-            return
-        temporary = f"{self._tmp}/{job.key}.{os.getpid()}.{id(self)}"
-        try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, job.data)
-                if not self._hold_fds:
-                    os.close(fd)
-                    fd = -1
-            except BaseException:
-                if fd >= 0:
-                    os.close(fd)
-                os.unlink(temporary)
-                raise
-        except OSError as exc:
-            raise StorageError(f"cannot write block {job.cid}: {exc}") from exc
-        self._pending.append(_Pending(fd, temporary, final))
-        self._pending_bytes += size
-        if len(self._pending) >= self._group_blocks or self._pending_bytes >= _GROUP_BYTES:
-            self._flush_group()
-
-    def _flush_group(self) -> None:
-        if not self._pending:
-            return
-        sync = self._store.sync
-        directories: set[str] = set()
-        try:
-            if sync:
-                self._store.sync_files(p.fd for p in self._pending if p.fd >= 0)
-            for pending in self._pending:
-                if pending.fd >= 0:
-                    os.close(pending.fd)
-                    pending.fd = -1
-                shard = pending.final[: pending.final.rindex("/")]
-                if shard not in self._shards:
-                    try:
-                        os.mkdir(shard)
-                        directories.add(self._blocks)
-                    except FileExistsError:
-                        pass
-                    self._shards.add(shard)
-                os.replace(pending.temporary, pending.final)
-                directories.add(shard)
-            if sync:
-                self._store.sync_directories(Path(d) for d in directories)
-        except OSError as exc:
-            self._discard_pending()
-            raise StorageError(f"cannot commit blocks: {exc}") from exc
-        self.written += len(self._pending)
-        self._pending.clear()
-        self._pending_bytes = 0
-
-    def _discard_pending(self) -> None:
-        for pending in self._pending:
-            if pending.fd >= 0:
-                os.close(pending.fd)
-                pending.fd = -1
-            Path(pending.temporary).unlink(missing_ok=True)
-        self._pending.clear()
-        self._pending_bytes = 0
-
-
 def _read_block_file(path: Path) -> bytes:
     """The file's bytes (at most ``MAX_BLOCK_SIZE + 1``), in one exact-size buffer."""
     with path.open("rb", buffering=0) as handle:
@@ -589,14 +337,6 @@ def _read_block_file(path: Path) -> bytes:
             filled += count
         del view
         return bytes(buffer[:filled]) if filled < size else bytes(buffer)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):
-        view = memoryview(data)
-        while written < len(data):
-            written += os.write(fd, view[written:])
 
 
 def _load_syncfs() -> Callable[[int], int] | None:

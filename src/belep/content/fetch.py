@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from belep.content.blockstore import MAX_BLOCK_SIZE, Blockstore, BlockWriter
+from belep.content.blockstore import MAX_BLOCK_SIZE, Blockstore
+from belep.content.blockwriter import BlockWriter
 from belep.content.cid import RAW, Cid, verify_block
 from belep.content.dagpb import decode_pbnode
 from belep.errors import (
