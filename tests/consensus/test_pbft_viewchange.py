@@ -8,7 +8,7 @@ import pytest
 from pbft_cluster import DOMAIN, GENESIS, Cluster, node_ids, node_key, tx
 
 from belep.consensus.certificates import BlockBodyCache, SignatureCache
-from belep.consensus.pbft import TIMER_VIEW_CHANGE, Mode
+from belep.consensus.pbft import TIMER_PROGRESS, TIMER_VIEW_CHANGE, Mode
 from belep.consensus.pbft_messages import Commit, NewView, PreparedEntry, PrePrepare, ViewChange
 from belep.consensus.pbft_rules import (
     PbftRules,
@@ -17,7 +17,7 @@ from belep.consensus.pbft_rules import (
     make_view_change,
     plan_new_view,
 )
-from belep.consensus.types import Receive, SetTimer
+from belep.consensus.types import Broadcast, Effect, Receive, SetTimer, TimerFired
 from belep.errors import ChainError, InvalidSignature, ProtocolViolation, QuorumNotMet
 from belep.ledger.block import (
     Block,
@@ -145,6 +145,54 @@ def test_f_plus_one_view_changes_make_a_replica_join() -> None:
         if voter == c.ids[2]:
             assert (r0.mode, r0.view) == (Mode.NORMAL, 1)  # one is not enough
     assert (r0.mode, r0.view) == (Mode.VIEW_CHANGE, 2)
+
+
+def _view_changes_sent(effects: list[Effect]) -> list[ViewChange]:
+    return [
+        e.message for e in effects if isinstance(e, Broadcast) and isinstance(e.message, ViewChange)
+    ]
+
+
+def _timer_delays(effects: list[Effect]) -> list[int]:
+    return [e.delay_ms for e in effects if isinstance(e, SetTimer) and e.timer == TIMER_VIEW_CHANGE]
+
+
+def test_a_replica_left_in_a_view_without_quorum_catches_up_with_a_later_view() -> None:
+    """Seed 7087's split: r0 and r2 ask for view 2, r3 alone for view 3 (its floor came
+    from a lie), r1 faulty and silent. View 2 can never gather q = 3; at its timeout r0
+    moves to view 3, the lowest later view asked for, instead of asking for 2 forever."""
+    c = started()
+    r0, r2 = c.replica(c.ids[0]), c.replica(c.ids[2])
+    rules = r0.rules
+    vc3 = make_view_change(node_key(c.ids[3]), rules, View(3), c.ids[3], None, ())
+    vc2 = make_view_change(node_key(c.ids[2]), rules, View(2), c.ids[2], None, ())
+    entered = c.step(c.ids[0], Receive(c.ids[2], vc2)) + c.step(c.ids[0], Receive(c.ids[3], vc3))
+    assert (r0.mode, r0.view) == (Mode.VIEW_CHANGE, 2)  # the join rule: 2nd highest of {2, 3}
+    [first_timeout] = _timer_delays(entered)
+    fired = c.step(c.ids[0], TimerFired(TIMER_VIEW_CHANGE))
+    sent = _view_changes_sent(fired)
+    assert (r0.mode, r0.view, [vc.new_view for vc in sent]) == (Mode.VIEW_CHANGE, 3, [3])
+    assert _timer_delays(fired) == [2 * first_timeout]
+    # r2 sees r0 and r3 ask for view 3 (f + 1 others) and joins: view 3 has its quorum.
+    c.step(c.ids[2], Receive(c.ids[3], vc3))
+    c.step(c.ids[2], Receive(c.ids[0], sent[0]))
+    assert (r2.mode, r2.view) == (Mode.VIEW_CHANGE, 3)
+
+
+def test_a_replica_ahead_with_only_f_others_beside_it_keeps_waiting() -> None:
+    """A faulty member asking for a later view cannot lure a lone replica further ahead:
+    r0 in view 2 with only r1 (asking for 3) beside it is 2 < q members; it resends."""
+    c = started()
+    r0 = c.replica(c.ids[0])
+    c.submit(c.ids[0], tx(1))
+    c.step(c.ids[0], TimerFired(TIMER_PROGRESS))
+    c.step(c.ids[0], TimerFired(TIMER_PROGRESS))
+    assert (r0.mode, r0.view) == (Mode.VIEW_CHANGE, 2)
+    lure = make_view_change(node_key(c.ids[1]), r0.rules, View(3), c.ids[1], None, ())
+    c.step(c.ids[0], Receive(c.ids[1], lure))
+    for _ in range(3):
+        sent = _view_changes_sent(c.step(c.ids[0], TimerFired(TIMER_VIEW_CHANGE)))
+        assert (r0.mode, r0.view, [vc.new_view for vc in sent]) == (Mode.VIEW_CHANGE, 2, [2])
 
 
 def test_replica_that_missed_the_new_view_is_sent_it_again() -> None:
