@@ -437,12 +437,16 @@ def expect_list(value: Value, what: str) -> list[Value]:
     return value
 
 
-def expect_int(value: Value, what: str, *, minimum: int | None = None) -> int:
-    """Return ``value`` as an integer (not a bool), optionally with a lower bound."""
+def expect_int(
+    value: Value, what: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Return ``value`` as an integer (not a bool), optionally within bounds (inclusive)."""
     if type(value) is not int:
         raise EncodingError(f"{what}: wrong type", expected="integer", found=type(value).__name__)
     if minimum is not None and value < minimum:
         raise EncodingError(f"{what}: out of range", expected=f">= {minimum}", found=value)
+    if maximum is not None and value > maximum:
+        raise EncodingError(f"{what}: out of range", expected=f"<= {maximum}", found=value)
     return value
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pbft_cluster import DOMAIN, GENESIS, node_ids, node_key
 
-from belep.consensus.messages import TYPE_KEY
+from belep.consensus.messages import MAX_VIEW, TYPE_KEY
 from belep.consensus.pbft_messages import (
     PBFT_MESSAGE_TYPES,
     Checkpoint,
@@ -205,3 +205,15 @@ def test_vote_round_trip_property(
 def test_forward_requests_round_trip_property(payloads: list[bytes]) -> None:
     message = ForwardRequests(tuple(Transaction(p) for p in payloads))
     assert decode_message(encode_message(message)) == message
+
+
+@pytest.mark.parametrize("view", [MAX_VIEW + 1, 2**64 - 1], ids=["just-above", "uint64-max"])
+def test_a_peer_cannot_name_an_absurd_view(view: int) -> None:
+    """A Byzantine peer naming a view near 2**64 is refused at decoding: otherwise the
+    replica's own `view + 1` would no longer encode and its host would fail."""
+    data = encode_message(StatusReply(view=View(view), stable=None))
+    with pytest.raises(EncodingError, match="view: out of range"):
+        decode_message(data)
+    assert decode_message(encode_message(StatusReply(view=View(MAX_VIEW), stable=None))) == (
+        StatusReply(view=View(MAX_VIEW), stable=None)
+    )

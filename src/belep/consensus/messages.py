@@ -48,6 +48,7 @@ from belep.ledger.block import (
 
 __all__ = [
     "MAX_MESSAGE_TXS",
+    "MAX_VIEW",
     "TYPE_KEY",
     "WireMessage",
     "block_from_wire",
@@ -121,7 +122,7 @@ def statement_from_wire(value: Value) -> VoteStatement:
         kind=expect_str(m["kind"], "kind"),
         domain=DomainId(expect_str(m["domain"], "domain")),
         epoch=Epoch(expect_int(m["epoch"], "epoch", minimum=0)),
-        view=View(expect_int(m["view"], "view", minimum=0)),
+        view=view_from_wire(m["view"]),
         height=Height(expect_int(m["height"], "height", minimum=0)),
         block_hash=Digest(expect_bytes(m["block_hash"], "block_hash", size=HASH_SIZE)),
     )
@@ -154,9 +155,15 @@ def block_from_wire(value: Value) -> Block:
     return Block.from_wire(value)
 
 
+#: Largest view a peer may name. Far beyond any real view (a view change a millisecond for
+#: 140,000 years), and far enough below 2**64 that ``view + 1`` and doubled timeouts derived
+#: from it always encode: a Byzantine peer cannot make a correct replica fail by naming a huge view.
+MAX_VIEW = 2**62
+
+
 def view_from_wire(value: Value, what: str = "view") -> View:
-    """A non-negative view number."""
-    return View(expect_int(value, what, minimum=0))
+    """A view number in ``[0, MAX_VIEW]``."""
+    return View(expect_int(value, what, minimum=0, maximum=MAX_VIEW))
 
 
 def node_from_wire(value: Value, what: str = "node") -> NodeId:
