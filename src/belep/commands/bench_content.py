@@ -7,8 +7,9 @@ measures, on that same file, in this order:
   reference every ratio is taken against;
 * ``cid``: the code path of ``belep cid`` (import without storing);
 * ``add``: the code path of ``belep add`` into a fresh store, durable
-  (fdatasync per group of blocks, then rename, then directory fsync), with
-  the file's SHA-256 computed too, as the chain needs it;
+  (per group of blocks: data synced, renamed into place, renames synced, on
+  the writer's helper threads; then the pin), with the file's SHA-256
+  computed too, as the chain needs it;
 * ``add --no-sync``: the same without fsync (what the page cache allows);
 * ``write floor``: the same bytes written as one file per 256 KiB block with
   no hashing at all — what the filesystem alone costs;
