@@ -14,7 +14,8 @@ from belep.content.cid import DAG_PB, RAW, compute_cid, parse_cid
 from belep.content.deterministic import deterministic_bytes
 from belep.content.exporter import iter_file
 from belep.content.importer import import_file
-from belep.errors import CidError, CorruptStore, HashMismatch, NotFound
+from belep.content.ingest import add_file
+from belep.errors import CidError, CorruptStore, HashMismatch, NotFound, StorageError
 
 from .conftest import add_bytes
 
@@ -168,3 +169,31 @@ def test_adding_again_heals_a_rotten_block(store: Blockstore) -> None:
         import_file(io.BytesIO(data), writer)
     assert writer.written == 1
     assert b"".join(bytes(p) for p in iter_file(root, store)) == data
+
+
+def test_a_failure_on_the_writer_thread_reaches_the_caller_and_pins_nothing(
+    tmp_path: Path,
+) -> None:
+    store = Blockstore(tmp_path / "s", sync=False)
+    (store.root / "tmp").rmdir()
+    (store.root / "tmp").write_bytes(b"")  # temporary files cannot be created
+    with pytest.raises(StorageError, match="cannot write block"):
+        add_file(io.BytesIO(deterministic_bytes("fail", 600_000)), store)
+    assert store.pins() == []
+    assert list(store.iter_keys()) == []
+
+
+def test_a_failure_on_the_syncer_thread_pins_nothing_and_leaves_no_temporary(
+    tmp_path: Path,
+) -> None:
+    store = Blockstore(tmp_path / "s", sync=True)
+    data = deterministic_bytes("fail-rename", 600_000)
+    key = block_key(import_file(io.BytesIO(data)).cid)
+    # A directory where the root block goes: writing its temporary file works,
+    # renaming it into place (on the syncer thread) does not.
+    (store.root / "blocks" / key[-3:-1] / key).mkdir(parents=True)
+    with pytest.raises(StorageError, match="cannot commit blocks"):
+        add_file(io.BytesIO(data), store)
+    assert store.pins() == []
+    assert list((store.root / "tmp").iterdir()) == []
+    assert (store.root / "blocks" / key[-3:-1] / key).is_dir()
