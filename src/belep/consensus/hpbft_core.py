@@ -22,6 +22,7 @@ No I/O, no clock, no randomness.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -124,8 +125,13 @@ class HpbftOptions:
     revive_grace_ms: int = 50
 
 
-class HpbftCore:
-    """State and normal-case handlers of one HPBFT seat or standby."""
+class HpbftCore(ABC):
+    """State and normal-case handlers of one HPBFT seat or standby.
+
+    Abstract: the layers above (normal case, view change, revival) implement the
+    hooks marked ``@abstractmethod``; only :class:`~belep.consensus.hpbft.HpbftReplica`
+    is instantiated.
+    """
 
     def __init__(
         self,
@@ -365,6 +371,7 @@ class HpbftCore:
         if state is not None:
             self._restore_extra(state)
 
+    @abstractmethod
     def _restore_extra(self, state: DurableState) -> None:
         """Hook for the replica's revival state."""
 
@@ -410,11 +417,13 @@ class HpbftCore:
         for sender, message in future:
             self._dispatch(sender, message)
 
+    @abstractmethod
     def _on_new_epoch(self) -> None:
         """Hook: the replica restarts its timers and the primary proposes."""
 
+    @abstractmethod
     def _dispatch(self, sender: NodeId, message: object) -> None:
-        raise NotImplementedError
+        """Implemented by a later layer."""
 
     # -- clients and forwarding --------------------------------------------------------
 
@@ -457,16 +466,19 @@ class HpbftCore:
             self._out.append(SetTimer(FORWARD_TIMER, self.config.max_batch_wait_ms))
         self._on_work()
 
+    @abstractmethod
     def _on_work(self) -> None:
         """Hook: outstanding work appeared (the replica arms its progress timer)."""
 
     # -- hooks the normal case implements ---------------------------------------------
 
+    @abstractmethod
     def _maybe_propose(self, *, flush: bool = False) -> None:
-        raise NotImplementedError
+        """Implemented by a later layer."""
 
+    @abstractmethod
     def _deliver(self, block: Block, qc: QuorumCertificate) -> None:
-        raise NotImplementedError
+        """Implemented by a later layer."""
 
     # -- catching up ---------------------------------------------------------------------
 
