@@ -65,6 +65,7 @@ class Client:
     acknowledged: set[str] = field(default_factory=set)
     submitted: int = 0
     errors: int = 0
+    busy: int = 0
     batch_seconds: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -108,6 +109,10 @@ class Client:
                 except (httpx.HTTPError, ValueError):
                     self.errors += 1
                     self._stop.wait(0.05)
+                    continue
+                if response.status_code == 503:  # admission control: nothing was accepted
+                    self.busy += 1
+                    self._stop.wait(body.get("retry_after_ms", 500) / 1000)
                     continue
                 self.submitted += len(payloads)
                 for tx_hash, done in zip(

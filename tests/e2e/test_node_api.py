@@ -14,6 +14,7 @@ from harness import free_base_port, make_network
 from belep.app.envelope import sign_envelope
 from belep.crypto import PrivateKey
 from belep.encoding import encode
+from belep.node.launcher import LocalNetwork
 from belep.node.protocols import registered_protocols
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +38,9 @@ id = "child"
 parent = "parent"
 protocol = "{protocol}"
 validators = 4
+
+[units.consensus]
+admission_delay_ms = 300
 """
 
 
@@ -130,6 +134,45 @@ def test_http_edge(tmp_path: Path) -> None:
             ).text
             assert 'belep_height{domain="child",role="observer"}' in metrics
             assert "belep_pins_total 1.0" in metrics
+
+            check_admission_control(network, http, key)
     finally:
         codes = network.stop()
     assert all(code == 0 for code in codes.values()), codes
+
+
+def check_admission_control(network: LocalNetwork, http: httpx.Client, key: PrivateKey) -> None:
+    """With two of its four voters down the child domain cannot commit: the first
+    submission is accepted, and once it has waited longer than the domain's admission
+    delay (300 ms) the node refuses more with 503 + Retry-After and accepts nothing of
+    them; when the voters return, the backlog commits and submissions are accepted again."""
+    voter = network.nodes["child-1"]
+    url = f"{voter.config.http_url}/v1/domains/child/transactions"
+    operator = {"Authorization": f"Bearer {voter.token}"}
+    network.kill("child-3")
+    network.kill("child-4")
+    stamp = int(time.time() * 1000)
+    stuck = sign_envelope(key, "bench", {"i": "stuck"}, timestamp_ms=stamp)
+    accepted = http.post(url, content=stuck.encode())
+    assert accepted.status_code == 202, accepted.text
+    time.sleep(0.6)
+    later = sign_envelope(key, "bench", {"i": "later"}, timestamp_ms=stamp)
+    busy = http.post(url, content=later.encode())
+    assert busy.status_code == 503, busy.text
+    assert busy.headers["Retry-After"] == "1"
+    assert busy.json()["reason"] == "delay"
+    assert busy.json()["retry_after_ms"] == 300
+    batch = http.post(f"{url}/batch", content=encode([later.encode()]))
+    assert batch.status_code == 503, batch.text
+    status = http.get(f"{url}/{later.to_transaction().tx_hash.hex()}")
+    assert status.status_code == 404  # nothing of a refused request was accepted
+    metrics = http.get(f"{voter.config.http_url}/metrics", headers=operator).text
+    assert 'belep_submissions_refused_total{domain="child",reason="delay"} 2.0' in metrics
+    assert 'belep_backlog_transactions{domain="child"} 1.0' in metrics
+
+    network.start("child-3")
+    network.start("child-4")
+    done = http.get(f"{url}/{stuck.to_transaction().tx_hash.hex()}?wait=30000")
+    assert done.status_code == 200, done.text
+    again = http.post(f"{url}?wait=20000", content=later.encode())
+    assert again.status_code == 200, again.text

@@ -20,7 +20,11 @@ envelope whose signature verifies; the node verifies it once and remembers
 the outcome for the replica (verify-once). ``?wait=ms`` (at most 30 s)
 answers ``200`` with the block once committed, or ``202`` if still pending.
 A node that is only an observer of the domain answers ``421`` with the
-voters' URLs. Commit status by hash reveals only height and position.
+voters' URLs. A node whose backlog of the domain's uncommitted transactions
+is over its admission limits (:mod:`belep.node.admission`) answers ``503``
+with ``Retry-After`` (and ``retry_after_ms`` in the body) and accepts
+nothing of that request; a resubmission of a committed transaction is
+answered from the chain. Commit status by hash reveals only height and position.
 
 Blocking work (file import) runs in worker threads; everything else is
 quick and runs on the event loop.
@@ -47,6 +51,7 @@ from belep.content.importer import import_file
 from belep.encoding import decode, expect_bytes, expect_list
 from belep.errors import BelepError, NetworkError, NotFound, ValidationError
 from belep.ledger.block import MAX_TX_SIZE, Digest, DomainId, Transaction
+from belep.node.admission import refusal
 from belep.node.domain import now_ms
 
 if TYPE_CHECKING:
@@ -57,6 +62,16 @@ __all__ = ["HttpServer", "build_app", "start_http"]
 MAX_WAIT_MS = 30_000
 MAX_BATCH = 10_000
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """One submitted payload: its hash (None if it does not parse), the reason it was
+    refused ("" if accepted), and its commit if it was already on the chain."""
+
+    tx_hash: Digest | None
+    error: str
+    committed: dict[str, Any] | None = None
 
 
 def _error(status: int, message: str, **more: Any) -> JSONResponse:
@@ -113,22 +128,47 @@ def build_app(node: Node) -> Any:
         urls = [node.config.peers[m].http_url for m in host.config.members]
         return _error(421, "this node only observes the domain; submit to a voter", voters=urls)
 
-    def _accept(domain: DomainId, payload: bytes) -> tuple[Digest | None, str]:
-        """Validate and submit one payload; (hash, "") or (hash-or-None, error)."""
+    def _busy(domain: DomainId, incoming: int) -> JSONResponse | None:
+        """``503`` with ``Retry-After`` if admission control refuses ``incoming`` more."""
+        policy = node.admission[domain]
+        if incoming > policy.max_outstanding:
+            return _error(
+                413, "more transactions than this node admits at once", limit=policy.max_outstanding
+            )
+        refused = refusal(policy, node.commits.backlog(domain), incoming)
+        if refused is None:
+            return None
+        node.note_refusal(domain, refused.reason)
+        return JSONResponse(
+            {
+                "error": refused.message,
+                "reason": refused.reason,
+                "retry_after_ms": refused.retry_after_ms,
+            },
+            status_code=503,
+            headers={"Retry-After": str(max(1, -(-refused.retry_after_ms // 1000)))},
+        )
+
+    def _accept(domain: DomainId, payload: bytes) -> _Accepted:
+        """Validate and submit one payload (or find it already committed)."""
         try:
             tx = Transaction(payload)
         except ValidationError as exc:
-            return None, str(exc)
+            return _Accepted(None, str(exc))
         validator = node.validators[domain]
         try:
             validator.check(tx)
         except ValidationError as exc:
             validator.remember(tx.tx_hash, False)
-            return tx.tx_hash, str(exc)
+            return _Accepted(tx.tx_hash, str(exc))
         validator.remember(tx.tx_hash, True)
-        node.commits.submitted(domain, tx)
-        node.hosts[domain].submit(tx)
-        return tx.tx_hash, ""
+        done = _committed(domain, tx.tx_hash)
+        if done is None:
+            # Not yet committed: track it and hand it to the replica. (A resubmission of a
+            # committed one is answered from the chain; tracking it would hold the backlog.)
+            node.commits.submitted(domain, tx)
+            node.hosts[domain].submit(tx)
+        return _Accepted(tx.tx_hash, "", done)
 
     def _committed(domain: DomainId, tx_hash: bytes) -> dict[str, Any] | None:
         try:
@@ -144,23 +184,37 @@ def build_app(node: Node) -> Any:
             "block_hash": record.block_hash.hex(),
         }
 
-    async def _await_commit(
-        domain: DomainId, tx_hash: Digest, wait_ms: int
-    ) -> dict[str, Any] | None:
-        done = _committed(domain, tx_hash)
-        if done is not None or wait_ms <= 0:
-            return done
-        info = await node.commits.wait(tx_hash, wait_ms / 1000)
-        if info is None:
-            return _committed(domain, tx_hash)
-        return {
-            "tx_hash": tx_hash.hex(),
-            "status": "committed",
-            "domain": domain,
-            "height": info.height,
-            "index": info.index,
-            "block_hash": info.block_hash.hex(),
-        }
+    async def _await_commits(
+        domain: DomainId, accepted: list[_Accepted], wait_ms: int
+    ) -> list[dict[str, Any] | None]:
+        """Each accepted transaction's commit, waiting up to ``wait_ms`` for all of them.
+
+        Called without yielding to the event loop after :func:`_accept`, so a commit
+        cannot slip between the check in ``_accept`` and the registration here."""
+        results: list[dict[str, Any] | None] = [a.committed for a in accepted]
+        if wait_ms <= 0:
+            return results
+        watched = [
+            (i, Digest(a.tx_hash), node.commits.watch(Digest(a.tx_hash)))
+            for i, a in enumerate(accepted)
+            if a.committed is None and a.tx_hash is not None
+        ]
+        if not watched:
+            return results
+        infos = await node.commits.wait_all([(h, f) for _, h, f in watched], wait_ms / 1000)
+        for (i, tx_hash, _), info in zip(watched, infos, strict=True):
+            if info is None:
+                results[i] = _committed(domain, tx_hash)  # committed just as the wait ended?
+            else:
+                results[i] = {
+                    "tx_hash": tx_hash.hex(),
+                    "status": "committed",
+                    "domain": domain,
+                    "height": info.height,
+                    "index": info.index,
+                    "block_hash": info.block_hash.hex(),
+                }
+        return results
 
     async def submit(request: Request) -> JSONResponse:
         domain, problem = _domain(request)
@@ -172,15 +226,21 @@ def build_app(node: Node) -> Any:
         payload = await request.body()
         if len(payload) > MAX_TX_SIZE:
             return _error(413, "transaction too large", limit=MAX_TX_SIZE)
-        tx_hash, error = _accept(domain, payload)
-        if error:
-            return _error(400, error, tx_hash=None if tx_hash is None else tx_hash.hex())
-        if tx_hash is None:  # pragma: no cover - _accept returns a hash on success
+        busy = _busy(domain, 1)
+        if busy is not None:
+            return busy
+        accepted = _accept(domain, payload)
+        if accepted.error:
+            tx_hash = accepted.tx_hash
+            return _error(400, accepted.error, tx_hash=None if tx_hash is None else tx_hash.hex())
+        if accepted.tx_hash is None:  # pragma: no cover - _accept returns a hash on success
             return _error(500, "internal error")
-        done = await _await_commit(domain, tx_hash, _wait_ms(request))
+        (done,) = await _await_commits(domain, [accepted], _wait_ms(request))
         if done is not None:
             return JSONResponse(done)
-        return JSONResponse({"tx_hash": tx_hash.hex(), "status": "pending"}, status_code=202)
+        return JSONResponse(
+            {"tx_hash": accepted.tx_hash.hex(), "status": "pending"}, status_code=202
+        )
 
     async def submit_batch(request: Request) -> JSONResponse:
         domain, problem = _domain(request)
@@ -192,6 +252,10 @@ def build_app(node: Node) -> Any:
         body = await request.body()
         if len(body) > MAX_BATCH_BYTES:
             return _error(413, "batch too large", limit=MAX_BATCH_BYTES)
+        # The delay test first: a busy node spends nothing on decoding a batch it refuses.
+        busy = _busy(domain, 0)
+        if busy is not None:
+            return busy
         try:
             items = expect_list(decode(body, max_size=MAX_BATCH_BYTES), "batch")
             payloads = [expect_bytes(item, "transaction") for item in items]
@@ -199,25 +263,26 @@ def build_app(node: Node) -> Any:
             return _error(400, f"a batch is a CBOR array of transaction byte strings: {exc}")
         if len(payloads) > MAX_BATCH:
             return _error(413, "too many transactions in one batch", limit=MAX_BATCH)
-        hashes: list[Digest] = []
+        busy = _busy(domain, len(payloads))
+        if busy is not None:
+            return busy
+        accepted: list[_Accepted] = []
         rejected = []
         for index, payload in enumerate(payloads):
-            tx_hash, error = _accept(domain, payload)
-            if error:
-                rejected.append({"index": index, "error": error})
-            elif tx_hash is not None:
-                hashes.append(tx_hash)
+            outcome = _accept(domain, payload)
+            if outcome.error:
+                rejected.append({"index": index, "error": outcome.error})
+            elif outcome.tx_hash is not None:
+                accepted.append(outcome)
         wait_ms = _wait_ms(request)
-        committed: list[dict[str, Any] | None] = [None] * len(hashes)
-        if wait_ms and hashes:
-            results = await asyncio.gather(*(_await_commit(domain, h, wait_ms) for h in hashes))
-            committed = [
-                None if info is None else {"height": info["height"], "index": info["index"]}
-                for info in results
-            ]
+        results = await _await_commits(domain, accepted, wait_ms)
+        committed = [
+            None if info is None else {"height": info["height"], "index": info["index"]}
+            for info in results
+        ]
         return JSONResponse(
             {
-                "accepted": [h.hex() for h in hashes],
+                "accepted": [a.tx_hash.hex() for a in accepted if a.tx_hash is not None],
                 "rejected": rejected,
                 "committed": committed if wait_ms else None,
             },
@@ -234,7 +299,9 @@ def build_app(node: Node) -> Any:
             return _error(400, "transaction hash must be hex")
         if len(tx_hash) != 32:
             return _error(400, "transaction hash must be 32 bytes")
-        done = await _await_commit(domain, tx_hash, _wait_ms(request))
+        done = _committed(domain, tx_hash)
+        if done is None:
+            (done,) = await _await_commits(domain, [_Accepted(tx_hash, "")], _wait_ms(request))
         if done is None:
             return JSONResponse({"tx_hash": tx_hash.hex(), "status": "unknown"}, status_code=404)
         return JSONResponse(done)

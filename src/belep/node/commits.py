@@ -1,34 +1,51 @@
-"""Commit tracking: who is waiting for which transaction, and how long commits took.
+"""Commit tracking: what this node accepted and is still uncommitted, who waits for it.
 
-Owns :class:`CommitTracker`. The submission endpoint records the time a
-transaction was accepted (:meth:`CommitTracker.submitted`) and may wait for
-its commit (:meth:`CommitTracker.wait`); the domain host reports every
-committed block (:meth:`CommitTracker.committed`), which resolves the
-waiters and yields submit-to-commit latencies for the metrics.
+Owns :class:`CommitTracker`. The submission endpoint records each
+transaction it accepted (:meth:`CommitTracker.submitted`) and may wait for
+commits (:meth:`CommitTracker.watch` then :meth:`CommitTracker.wait_all`); the
+domain host reports every committed block (:meth:`CommitTracker.committed`),
+which resolves the waiters and yields submit-to-commit latencies for the
+metrics.
 
-It also hands back transactions that stay uncommitted for too long
-(:meth:`CommitTracker.overdue`), once each, so the node can retransmit them
-to the domain's other voters — what a PBFT client does when its primary
-ignores it (Castro & Liskov §4.1), done here on the client's behalf.
+Per domain it keeps the *backlog*: transactions accepted here and not yet
+committed, oldest first. Its size and the age of its oldest entry
+(:meth:`CommitTracker.backlog`) are what admission control reads
+(:mod:`belep.node.admission`). It also hands back transactions that stay
+uncommitted for too long (:meth:`CommitTracker.overdue`), once each, so the
+node can retransmit them to the domain's other voters — what a PBFT client
+does when its primary ignores it (Castro & Liskov §4.1), done here on the
+client's behalf.
 
-Invariants: both maps are bounded (the oldest submission records are
-forgotten first; waiters are removed when they time out), so a client that
-never comes back costs nothing forever. Runs on the event loop thread only.
+Invariants:
+
+* everything is bounded: at most :data:`MAX_TRACKED` backlog entries per
+  domain (the oldest are forgotten first), entries older than
+  :data:`ABANDON_AFTER_S` are dropped (counted in ``abandoned``), waiters are
+  removed when their wait ends, so a client that never comes back or a
+  transaction that never commits costs nothing forever;
+* :meth:`overdue` costs amortised O(1) per transaction, whatever the backlog
+  (each submission is examined once);
+* runs on the event loop thread only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from belep.ledger.block import Block, Digest, DomainId, Transaction
 
-__all__ = ["CommitInfo", "CommitTracker"]
+__all__ = ["ABANDON_AFTER_S", "MAX_TRACKED", "Backlog", "CommitInfo", "CommitTracker"]
 
+#: Most uncommitted submissions remembered per domain.
 MAX_TRACKED = 100_000
+#: A submission still uncommitted after this long is no longer tracked: it was relayed long
+#: ago, and an entry that may never commit (its domain lost its quorum, or a Byzantine
+#: primary dropped it) must not hold admission control shut forever.
+ABANDON_AFTER_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,49 +56,103 @@ class CommitInfo:
     block_hash: Digest
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Transactions accepted by this node and not yet committed, in one domain."""
+
+    count: int
+    oldest_age_s: float
+    """Age of the oldest one (0 when there is none)."""
+
+
 @dataclass(slots=True)
 class _Pending:
     since: float
-    domain: DomainId
     tx: Transaction
-    resent: bool = False
+
+
+@dataclass(slots=True)
+class _Domain:
+    pending: OrderedDict[Digest, _Pending]
+    """Accepted here, not committed; submission order."""
+    unexamined: deque[tuple[float, Digest]]
+    """Every submission once, for :meth:`CommitTracker.overdue`; submission order."""
 
 
 class CommitTracker:
-    """Waiters and submission times by transaction hash."""
+    """Backlogs, waiters and submission times by transaction hash."""
 
-    def __init__(self, on_latency: Callable[[DomainId, float], None]) -> None:
-        self._submitted: OrderedDict[Digest, _Pending] = OrderedDict()
+    def __init__(
+        self,
+        on_latency: Callable[[DomainId, float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._domains: dict[DomainId, _Domain] = {}
         self._waiters: dict[Digest, list[asyncio.Future[CommitInfo]]] = {}
         self._on_latency = on_latency
+        self._clock = clock
+        self.abandoned = 0
+        """Submissions dropped by :data:`ABANDON_AFTER_S` or the :data:`MAX_TRACKED` bound."""
+
+    def _domain(self, domain: DomainId) -> _Domain:
+        found = self._domains.get(domain)
+        if found is None:
+            found = self._domains[domain] = _Domain(OrderedDict(), deque())
+        return found
+
+    # ------------------------------------------------------------------ backlog
 
     def submitted(self, domain: DomainId, tx: Transaction) -> None:
-        if tx.tx_hash in self._submitted:
+        """``tx`` was accepted here for ``domain`` (a repeat of a tracked one is ignored)."""
+        entry = self._domain(domain)
+        if tx.tx_hash in entry.pending:
             return
-        self._submitted[tx.tx_hash] = _Pending(time.monotonic(), domain, tx)
-        if len(self._submitted) > MAX_TRACKED:
-            self._submitted.popitem(last=False)
+        now = self._clock()
+        entry.pending[tx.tx_hash] = _Pending(now, tx)
+        entry.unexamined.append((now, tx.tx_hash))
+        while len(entry.pending) > MAX_TRACKED:
+            entry.pending.popitem(last=False)
+            self.abandoned += 1
+        while len(entry.unexamined) > MAX_TRACKED:
+            entry.unexamined.popleft()
+
+    def backlog(self, domain: DomainId) -> Backlog:
+        """The domain's backlog here, after dropping entries too old to track."""
+        entry = self._domains.get(domain)
+        if entry is None or not entry.pending:
+            return Backlog(0, 0.0)
+        now = self._clock()
+        pending = entry.pending
+        while pending:
+            oldest = next(iter(pending.values()))
+            if now - oldest.since < ABANDON_AFTER_S:
+                return Backlog(len(pending), now - oldest.since)
+            pending.popitem(last=False)
+            self.abandoned += 1
+        return Backlog(0, 0.0)
 
     def overdue(self, age_s: float, limit: int = 10_000) -> list[tuple[DomainId, Transaction]]:
-        """Transactions pending for more than ``age_s`` and not handed back before (oldest first)."""
-        now = time.monotonic()
+        """Transactions pending for at least ``age_s``, each handed back once (oldest first)."""
+        now = self._clock()
         found: list[tuple[DomainId, Transaction]] = []
-        for pending in self._submitted.values():
-            if now - pending.since < age_s or len(found) >= limit:
-                break
-            if not pending.resent:
-                pending.resent = True
-                found.append((pending.domain, pending.tx))
+        for domain, entry in self._domains.items():
+            queue = entry.unexamined
+            while queue and len(found) < limit and now - queue[0][0] >= age_s:
+                _, tx_hash = queue.popleft()
+                pending = entry.pending.get(tx_hash)
+                if pending is not None:
+                    found.append((domain, pending.tx))
         return found
 
     def committed(self, domain: DomainId, block: Block) -> None:
-        submitted = self._submitted
+        entry = self._domains.get(domain)
         waiters = self._waiters
-        if not submitted and not waiters:
+        if (entry is None or not entry.pending) and not waiters:
             return
-        now = time.monotonic()
+        pending_map = entry.pending if entry is not None else {}
+        now = self._clock()
         for index, tx in enumerate(block.transactions):
-            pending = submitted.pop(tx.tx_hash, None)
+            pending = pending_map.pop(tx.tx_hash, None)
             if pending is not None:
                 self._on_latency(domain, now - pending.since)
             futures = waiters.pop(tx.tx_hash, None)
@@ -91,21 +162,47 @@ class CommitTracker:
                     if not future.done():
                         future.set_result(info)
 
-    async def wait(self, tx_hash: Digest, timeout_s: float) -> CommitInfo | None:
-        """The commit of ``tx_hash`` if it happens within ``timeout_s``, else ``None``."""
+    # ------------------------------------------------------------------ waiting
+
+    def watch(self, tx_hash: Digest) -> asyncio.Future[CommitInfo]:
+        """A future resolved when ``tx_hash`` commits; register it before yielding to the
+        event loop after the check that the transaction is not committed yet, and pass it
+        to :meth:`unwatch` when done with it (:meth:`wait_all` does both)."""
         future: asyncio.Future[CommitInfo] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(tx_hash, []).append(future)
+        return future
+
+    def unwatch(self, tx_hash: Digest, future: asyncio.Future[CommitInfo]) -> None:
+        remaining = self._waiters.get(tx_hash)
+        if remaining is None:
+            return
+        if future in remaining:
+            remaining.remove(future)
+        if not remaining:
+            del self._waiters[tx_hash]
+
+    async def wait_all(
+        self, watched: Iterable[tuple[Digest, asyncio.Future[CommitInfo]]], timeout_s: float
+    ) -> list[CommitInfo | None]:
+        """The commits of the watched transactions that happen within ``timeout_s`` (one
+        timer for all of them), in order; ``None`` for the others. Unwatches them all."""
+        items = list(watched)
         try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            return None
+            futures = {future for _, future in items if not future.done()}
+            if futures and timeout_s > 0:
+                await asyncio.wait(futures, timeout=timeout_s)
+            return [
+                future.result() if future.done() and not future.cancelled() else None
+                for _, future in items
+            ]
         finally:
-            remaining = self._waiters.get(tx_hash)
-            if remaining is not None:
-                if future in remaining:
-                    remaining.remove(future)
-                if not remaining:
-                    del self._waiters[tx_hash]
+            for tx_hash, future in items:
+                self.unwatch(tx_hash, future)
+
+    async def wait(self, tx_hash: Digest, timeout_s: float) -> CommitInfo | None:
+        """The commit of ``tx_hash`` if it happens within ``timeout_s``, else ``None``."""
+        (found,) = await self.wait_all([(tx_hash, self.watch(tx_hash))], timeout_s)
+        return found
 
     @property
     def waiting(self) -> int:

@@ -10,8 +10,8 @@ it. Metric names and labels are listed in ``docs/operations.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -35,6 +35,12 @@ class DomainSample:
     transactions_committed: int
     decode_errors: int
     peers_connected: int
+    backlog: int = 0
+    """Transactions accepted by this node and not yet committed."""
+    backlog_age_s: float = 0.0
+    """How long the oldest of them has waited."""
+    refused: Mapping[str, int] = field(default_factory=dict)
+    """Client submissions refused by admission control, by reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,29 @@ class _StateCollector(Collector):
             for d in s.domains:
                 family.add_metric([d.domain, d.role], read(d))
             yield family
+        backlog = GaugeMetricFamily(
+            "belep_backlog_transactions",
+            "Transactions accepted by this node and not yet committed",
+            labels=["domain"],
+        )
+        age = GaugeMetricFamily(
+            "belep_backlog_age_seconds",
+            "How long the oldest transaction of the backlog has waited",
+            labels=["domain"],
+        )
+        refused = CounterMetricFamily(
+            "belep_submissions_refused",
+            "Client submissions refused by admission control (503)",
+            labels=["domain", "reason"],
+        )
+        for d in s.domains:
+            backlog.add_metric([d.domain], d.backlog)
+            age.add_metric([d.domain], d.backlog_age_s)
+            for reason in ("delay", "outstanding"):
+                refused.add_metric([d.domain, reason], d.refused.get(reason, 0))
+        yield backlog
+        yield age
+        yield refused
 
 
 class NodeMetrics:

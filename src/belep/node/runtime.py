@@ -46,6 +46,7 @@ from belep.ledger.datadir import node_domain_dir
 from belep.ledger.genesis import read_genesis
 from belep.ledger.store import BlockStore
 from belep.net import PeerAddress, Transport, TransportConfig
+from belep.node.admission import AdmissionPolicy
 from belep.node.anchoring import Anchorer, anchor_policy
 from belep.node.api import HttpServer, start_http
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
@@ -104,6 +105,9 @@ class Node:
         self.operator = OperatorAuth(token)
         self.hosts: dict[DomainId, DomainHost] = {}
         self.validators: dict[DomainId, EnvelopeValidator] = {}
+        self.admission: dict[DomainId, AdmissionPolicy] = {}
+        #: Client submissions refused by admission control, per domain and reason.
+        self.refused: dict[DomainId, dict[str, int]] = {}
         self.metrics = NodeMetrics(self.sample)
         self.commits = CommitTracker(self.metrics.observe_latency)
         self.anchorers: dict[DomainId, Anchorer] = {}
@@ -193,6 +197,10 @@ class Node:
             )
             self.hosts[genesis.domain] = host
             self.validators[genesis.domain] = validator
+            self.admission[genesis.domain] = AdmissionPolicy.for_domain(
+                tuning.request_timeout_ms, tuning.admission_delay_ms, tuning.max_outstanding
+            )
+            self.refused[genesis.domain] = {}
             self.transactions_committed[genesis.domain] = 0
         return peers
 
@@ -325,6 +333,11 @@ class Node:
             if validator.is_valid(tx):
                 host.submit(tx)
 
+    def note_refusal(self, domain: DomainId, reason: str) -> None:
+        """Count a submission refused by admission control (for the metrics)."""
+        counts = self.refused[domain]
+        counts[reason] = counts.get(reason, 0) + 1
+
     def _relay_overdue(self) -> None:
         overdue = self.commits.overdue(RELAY_AFTER_S)
         by_domain: dict[DomainId, list[bytes]] = {}
@@ -420,6 +433,9 @@ class Node:
                     transactions_committed=self.transactions_committed[d],
                     decode_errors=h.decode_errors,
                     peers_connected=h.status().peers_connected,
+                    backlog=(backlog := self.commits.backlog(d)).count,
+                    backlog_age_s=backlog.oldest_age_s,
+                    refused=dict(self.refused[d]),
                 )
                 for d, h in self.hosts.items()
             ),

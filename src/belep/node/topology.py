@@ -69,13 +69,17 @@ _TUNING_KEYS = frozenset(
         "request_timeout_ms",
         "heartbeat_ms",
         "checkpoint_interval",
+        "admission_delay_ms",
+        "max_outstanding",
     }
 )
 
 
 @dataclass(frozen=True, slots=True)
 class TuningPlan:
-    """Consensus tuning of a domain (the ``ReplicaConfig`` knobs an operator may set)."""
+    """Tuning of a domain: the ``ReplicaConfig`` knobs an operator may set, and the
+    node's admission limits (:class:`belep.node.admission.AdmissionPolicy`; 0 = the
+    default: half the request timeout, 20,000 transactions)."""
 
     max_batch_size: int = 500
     max_batch_wait_ms: int = 5
@@ -83,6 +87,8 @@ class TuningPlan:
     request_timeout_ms: int = 1000
     heartbeat_ms: int = 100
     checkpoint_interval: int = 16
+    admission_delay_ms: int = 0
+    max_outstanding: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {name: int(getattr(self, name)) for name in sorted(_TUNING_KEYS)}
@@ -270,6 +276,10 @@ def _tuning(table: Mapping[str, Any], where: str, base: TuningPlan) -> TuningPla
         checkpoint_interval=_int(
             table, "checkpoint_interval", where, base.checkpoint_interval, 1, 1_000_000
         ),
+        admission_delay_ms=_int(
+            table, "admission_delay_ms", where, base.admission_delay_ms, 0, 600_000
+        ),
+        max_outstanding=_int(table, "max_outstanding", where, base.max_outstanding, 0, 10_000_000),
     )
 
 
