@@ -43,8 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -350,6 +350,48 @@ class BenchNetwork:
         return None
 
 
+class BusyGate:
+    """How the benchmark client honours ``503 Retry-After`` from one node, as a careful
+    client library would: after a refusal, nothing is sent to that node until the retry
+    time, and then one request at a time (the others queue in arrival order) until one
+    is accepted; so a busy node gets one probe per retry period instead of every
+    waiting batch at once."""
+
+    def __init__(self) -> None:
+        self._open_at = 0.0
+        self._closed = False
+        self._probe = asyncio.Lock()
+
+    def close(self, retry_after_s: float) -> None:
+        self._closed = True
+        self._open_at = max(self._open_at, time.monotonic() + retry_after_s)
+
+    def reopen(self) -> None:
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait until this node may be sent a request; hold the probe while it is busy."""
+        while self._closed:
+            async with self._probe:
+                if not self._closed:
+                    break
+                await asyncio.sleep(max(0.0, self._open_at - time.monotonic()))
+                if self._closed:
+                    yield
+                    return
+        yield
+
+
+def _retry_after_s(answer: bytes) -> float:
+    """The wait a ``503`` answer asks for (``retry_after_ms``), within 0.05..5 s."""
+    try:
+        wanted = float(json.loads(answer).get("retry_after_ms", 1000)) / 1000
+    except (ValueError, AttributeError):
+        wanted = 1.0
+    return min(5.0, max(0.05, wanted))
+
+
 def _outcome(status: int, answer: bytes, size: int) -> BatchOutcome:
     if status not in (200, 202):
         return BatchOutcome(0, error=True, detail=f"HTTP {status}")
@@ -379,9 +421,23 @@ async def _measure(
             for t in targets
         ]
 
+        gates = [BusyGate() for _ in urls]
+
         async def submit(target: int, batch: list[bytes]) -> BatchOutcome:
-            status, answer = await lean.post(urls[target], encode(batch))
-            return _outcome(status, answer, len(batch))
+            body = encode(batch)
+            busy = 0
+            gate = gates[target]
+            while True:
+                async with gate.turn():
+                    status, answer = await lean.post(urls[target], body)
+                    if status == 503:
+                        # Admission control: nothing of the batch was accepted.
+                        gate.close(_retry_after_s(answer))
+                    else:
+                        gate.reopen()
+                if status != 503:
+                    return replace(_outcome(status, answer, len(batch)), busy=busy)
+                busy += 1
 
         meter = CpuMeter({**bench.pids(), "client": _self_pid()})
         probe = bench.voters[0]
@@ -487,6 +543,7 @@ def measure_point(
         timeouts=recorder.timeouts,
         rejected=recorder.rejected,
         errors=recorder.errors,
+        busy_refusals=recorder.busy_refusals,
         cpu_percent=per_node,
         node_cpu_ms_per_tx=cpu_ms_per_tx(per_node, committed / recorder.duration),
         cpu_client_percent=client,

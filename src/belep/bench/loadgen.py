@@ -56,6 +56,8 @@ class BatchOutcome:
     timed_out: int = 0
     error: bool = False
     detail: str = ""
+    busy: int = 0
+    """``503`` answers received (and waited out) before the batch was accepted."""
 
 
 SubmitFunction = Callable[[int, list[bytes]], Awaitable[BatchOutcome]]
@@ -73,10 +75,12 @@ class Recorder:
     timeouts: int = 0
     rejected: int = 0
     errors: int = 0
+    busy_refusals: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
 
     def record(self, sent: float, acked: float, outcome: BatchOutcome, size: int) -> None:
         in_window_send = self.t0 <= sent < self.t1
+        self.busy_refusals += outcome.busy
         if in_window_send:
             self.submitted += size
             self.timeouts += outcome.timed_out

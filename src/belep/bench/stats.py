@@ -175,6 +175,8 @@ class ConsensusResult:
     cpu_percent: dict[str, float]
     cpu_client_percent: float
     cpu_machine_percent: float
+    #: ``503`` answers (admission control) before batches were accepted; each was resent.
+    busy_refusals: int = 0
     blocks: int | None = None
     avg_block_txs: float | None = None
     view_changes: int | None = None
