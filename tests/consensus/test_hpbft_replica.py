@@ -142,6 +142,10 @@ def test_a_crashed_primary_is_replaced_by_a_view_change_and_nothing_forks() -> N
     c.submit(n1, *(tx(i) for i in range(10, 20)))
     c.run(2500)
     assert c.nodes[n1].replica.view >= 1
+    # The operators' counters say why: nothing was delivered, no transaction was censored.
+    reasons = {k for s in (n1, n2, n3) for k in c.nodes[s].replica.stats if "suspect" in k}
+    assert "suspect.no_delivery" in reasons
+    assert "suspect.censorship" not in reasons
     for node in (n1, n2, n3, *STANDBYS):
         assert c.committed_payloads(node) >= {tx(i).payload for i in range(20)}
 
@@ -327,3 +331,4 @@ def test_a_primary_censoring_one_transaction_is_replaced_within_the_bound() -> N
     _trickle(c, arrival + (CENSORSHIP_TIMEOUTS + 3) * timeout, start=10_000)
     assert c.nodes[n1].replica.view >= 1
     assert censored.payload in c.committed_payloads(n1)
+    assert any(c.nodes[s].replica.stats["suspect.censorship"] for s in (n1, n2, n3))

@@ -171,6 +171,7 @@ class HpbftReplica(HpbftRevival):
         elif timer == PROGRESS_TIMER:
             self._progress_armed = False
             if self._acts_as_seat() and (self._in_view_change or self._has_work()):
+                self._count(self._suspicion())
                 self._start_view_change(View(self.view + 1))
         elif timer == BATCH_TIMER:
             self._maybe_propose(flush=True)

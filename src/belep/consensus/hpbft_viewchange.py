@@ -125,6 +125,22 @@ class HpbftViewChange(HpbftNormalCase):
         self._out.append(SetTimer(PROGRESS_TIMER, delay))
         self._progress_armed = True
 
+    def _suspicion(self) -> str:
+        """Why the request timer fired (a counter name, for operators): the view change
+        itself timed out, a transaction waited past the censorship bound while blocks
+        were delivered, or nothing was delivered for a timeout."""
+        if self._in_view_change:
+            return "suspect.view_change_timeout"
+        oldest = self._pool.oldest_pending_ms()
+        timeout = self.config.request_timeout_ms << min(self._vc_attempt, PROGRESS_BACKOFF_CAP)
+        if (
+            oldest is not None
+            and self._now - max(oldest, self._view_started) >= (CENSORSHIP_TIMEOUTS * timeout)
+            and self._now - self._last_delivery_ms < timeout
+        ):
+            return "suspect.censorship"
+        return "suspect.no_delivery"
+
     def _on_work(self) -> None:
         if not self._in_view_change:
             self._arm_progress()
