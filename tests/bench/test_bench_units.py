@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from belep.app.envelope import EnvelopeValidator, parse_envelope
-from belep.bench.consensus import LoadSpec, bench_topology
+from belep.bench.consensus import BusyGate, LoadSpec, bench_topology
 from belep.bench.loadgen import BatchOutcome, Recorder
 from belep.bench.stats import ConsensusResult, percentile, summarize
 from belep.bench.sweep import SystemPlan, is_saturated, parse_system, plot_sweep
@@ -232,3 +233,42 @@ def test_cpu_per_transaction() -> None:
 
     assert cpu_ms_per_tx({"a": 50.0, "b": 150.0}, 1000.0) == 2.0  # 2 CPU-s/s over 1000 tx/s
     assert cpu_ms_per_tx({"a": 50.0}, 0.0) is None
+
+
+def test_busy_gate_sends_one_probe_per_retry_period() -> None:
+    """After a 503 the client sends nothing to that node until the retry time, then one
+    request at a time until one is accepted; then everything queued goes at once."""
+
+    async def scenario() -> list[tuple[str, int]]:
+        gate = BusyGate()
+        log: list[tuple[str, int]] = []
+        answers = iter([503, 503, 200])  # the first two probes are refused
+        in_flight = 0
+
+        async def request(index: int) -> None:
+            nonlocal in_flight
+            while True:
+                async with gate.turn():
+                    in_flight += 1
+                    log.append(("send", in_flight))
+                    await asyncio.sleep(0.001)
+                    status = next(answers, 200)
+                    in_flight -= 1
+                    if status == 503:
+                        gate.close(0.02)
+                    else:
+                        gate.reopen()
+                if status != 503:
+                    return
+
+        gate.close(0.02)  # a refusal just arrived
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(request(i) for i in range(5)))
+        assert asyncio.get_running_loop().time() - started >= 0.06  # three retry periods
+        return log
+
+    log = asyncio.run(scenario())
+    # Three probes alone (two refused, one accepted), then the four others together.
+    assert [depth for _, depth in log[:3]] == [1, 1, 1]
+    assert len(log) == 7
+    assert max(depth for _, depth in log[3:]) > 1
