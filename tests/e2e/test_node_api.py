@@ -161,7 +161,7 @@ def check_admission_control(network: LocalNetwork, http: httpx.Client, key: Priv
     assert busy.status_code == 503, busy.text
     assert busy.headers["Retry-After"] == "1"
     assert busy.json()["reason"] == "delay"
-    assert busy.json()["retry_after_ms"] == 300
+    assert 50 <= busy.json()["retry_after_ms"] <= 300
     batch = http.post(f"{url}/batch", content=encode([later.encode()]))
     assert batch.status_code == 503, batch.text
     status = http.get(f"{url}/{later.to_transaction().tx_hash.hex()}")

@@ -42,27 +42,41 @@ def test_policy_defaults_follow_the_request_timeout() -> None:
     assert policy.retry_after_ms == 500
     explicit = AdmissionPolicy.for_domain(1000, admission_delay_ms=50, max_outstanding=7)
     assert (explicit.max_delay_s, explicit.max_outstanding) == (0.05, 7)
-    assert explicit.retry_after_ms == 100  # never asks a client to retry at once
+    assert explicit.retry_after_ms == 50  # never asks a client to retry at once
+    assert policy.retry_after_for(100, 1000.0) == 100  # the excess commits in 100 ms
+    assert policy.retry_after_for(10, 1000.0) == 50
+    assert policy.retry_after_for(10_000, 1000.0) == 500  # never longer than the delay
+    assert policy.retry_after_for(10, 0.0) == 500  # no rate known: the delay
 
 
+# Policy: 0.5 s, at most 1000 outstanding; the rate bound is max(100, rate x 0.5 s).
 REFUSALS = [
     ("empty", Backlog(0, 0.0), 10, None),
     ("young", Backlog(5, 0.4), 10, None),
     ("exactly-at-the-delay", Backlog(5, 0.5), 10, None),
     ("too-old", Backlog(5, 0.51), 1, "delay"),
     ("too-old-even-for-nothing", Backlog(1, 3.0), 0, "delay"),
-    ("fills-exactly", Backlog(90, 0.1), 10, None),
-    ("one-too-many", Backlog(90, 0.1), 11, "outstanding"),
-    ("alone-too-large", Backlog(0, 0.0), 101, "outstanding"),
+    ("floor-fills-exactly", Backlog(90, 0.1), 10, None),
+    ("floor-one-too-many", Backlog(90, 0.1), 11, "rate"),
+    ("rate-allows-half-a-second", Backlog(900, 0.1, 2000.0), 100, None),
+    ("rate-refuses-a-burst", Backlog(900, 0.1, 2000.0), 101, "rate"),
+    ("rate-refuses-a-big-burst", Backlog(900, 0.1, 2000.0), 900, "rate"),
+    ("empty-admits-a-burst", Backlog(0, 0.0, 0.0), 1000, None),
+    ("outstanding-caps-any-rate", Backlog(900, 0.1, 1e6), 101, "outstanding"),
+    ("alone-too-large", Backlog(0, 0.0), 1001, "outstanding"),
 ]
 
 
 @pytest.mark.parametrize(("name", "backlog", "incoming", "reason"), REFUSALS, ids=lambda x: x)
 def test_refusal(name: str, backlog: Backlog, incoming: int, reason: str | None) -> None:
-    found = refusal(AdmissionPolicy(0.5, 100), backlog, incoming)
+    found = refusal(AdmissionPolicy(0.5, 1000), backlog, incoming)
+    if name == "rate-refuses-a-burst":  # 1 tx too many at 2000 tx/s: retry soon
+        assert found is not None and found.retry_after_ms == 50
+    if name == "rate-refuses-a-big-burst":  # 800 too many at 2000 tx/s: 400 ms
+        assert found is not None and found.retry_after_ms == 400
     assert (found.reason if found is not None else None) == reason, name
     if found is not None:
-        assert found.retry_after_ms == 500
+        assert 50 <= found.retry_after_ms <= 500
         assert "busy" in found.message
 
 
@@ -88,6 +102,8 @@ def test_backlog_ages_counts_and_forgets_committed() -> None:
     tracker = CommitTracker(lambda _d, s: latencies.append(s), clock=clock)
     first, second = txs(2)
     assert tracker.backlog(D) == Backlog(0, 0.0)
+    tracker.committed(D, ChainBuilder(GENESIS, KEYS).next_block([b"x"], timestamp_ms=1)[0])
+    assert tracker.backlog(D) == Backlog(0, 0.0)  # others' transactions are not this rate
     tracker.submitted(D, first)
     clock.now += 0.3
     tracker.submitted(D, second)
@@ -97,8 +113,10 @@ def test_backlog_ages_counts_and_forgets_committed() -> None:
     assert tracker.backlog(DomainId("other")) == Backlog(0, 0.0)
     block, _ = ChainBuilder(GENESIS, KEYS).next_block([first.payload], timestamp_ms=1)
     tracker.committed(D, block)
-    assert tracker.backlog(D) == Backlog(1, pytest.approx(0.4))
+    assert tracker.backlog(D) == Backlog(1, pytest.approx(0.4), 0.5)  # 1 tx in 2 s
     assert latencies == [pytest.approx(0.7)]
+    clock.now += 2.1  # the commit leaves the rate window
+    assert tracker.backlog(D) == Backlog(1, pytest.approx(2.5), 0.0)
 
 
 def test_backlog_abandons_what_never_commits() -> None:

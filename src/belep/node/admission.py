@@ -20,11 +20,22 @@ not yet committed (:class:`~belep.node.commits.Backlog`):
   request timer whatever the domain's throughput (a slower machine simply
   admits less), and keeps the primary's queue deep enough (``max_delay_s``
   worth of transactions) to fill its pipeline;
-* **count**: a batch that would take the backlog above ``max_outstanding`` is
-  refused, which bounds memory when commits are fast but clients are many.
+* **rate** (Little's law): a request that would take the backlog above what
+  the node's transactions commit in ``max_delay_s`` (their commit rate over
+  the last seconds times ``max_delay_s``, at least :data:`MIN_BACKLOG`) is
+  refused. The delay test alone lets a burst in — after a refusal every
+  waiting client comes back at once, each request finding the oldest entry
+  young — and a burst of several seconds of work would wait past the request
+  timer all the same;
+* **count**: a request that would take the backlog above ``max_outstanding``
+  is refused, which bounds memory whatever the rate.
 
-A refusal names the reason and how long to wait; nothing of a refused
-request is accepted, so the client resubmits it whole. Relayed transactions
+A request that finds the backlog empty is always admitted (up to
+``max_outstanding``), so a node makes progress from a standing start.
+
+A refusal names the reason and how long to wait (about the time the excess
+takes to commit at the recent rate, within 50 ms .. ``max_delay_s``); nothing
+of a refused request is accepted, so the client resubmits it whole. Relayed transactions
 and the node's own anchors are not client submissions and are never refused.
 
 Pure: no I/O, no clock (ages come in).
@@ -41,7 +52,9 @@ __all__ = ["AdmissionPolicy", "Refusal", "refusal"]
 #: Default bound on a domain's backlog at one node, in transactions.
 DEFAULT_MAX_OUTSTANDING = 20_000
 #: Shortest retry delay suggested to a refused client.
-MIN_RETRY_MS = 100
+MIN_RETRY_MS = 50
+#: The rate test never bounds the backlog below this many transactions.
+MIN_BACKLOG = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +75,15 @@ class AdmissionPolicy:
 
     @property
     def retry_after_ms(self) -> int:
-        """How long a refused client should wait before resubmitting."""
+        """The longest wait suggested to a refused client (the delay bound)."""
         return max(MIN_RETRY_MS, round(self.max_delay_s * 1000))
+
+    def retry_after_for(self, excess: int, rate: float) -> int:
+        """The wait suggested when ``excess`` transactions must commit first at ``rate``
+        per second: that long, within :data:`MIN_RETRY_MS` .. :attr:`retry_after_ms`."""
+        if rate <= 0:
+            return self.retry_after_ms
+        return max(MIN_RETRY_MS, min(self.retry_after_ms, round(excess / rate * 1000)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +91,7 @@ class Refusal:
     """Why a submission is refused, for the ``503`` answer."""
 
     reason: str
-    """``delay`` or ``outstanding``."""
+    """``delay``, ``rate`` or ``outstanding``."""
     message: str
     retry_after_ms: int
 
@@ -83,7 +103,16 @@ def refusal(policy: AdmissionPolicy, backlog: Backlog, incoming: int) -> Refusal
             "delay",
             f"node busy: its oldest uncommitted transaction has waited "
             f"{backlog.oldest_age_s * 1000:.0f} ms (limit {policy.max_delay_s * 1000:.0f} ms)",
-            policy.retry_after_ms,
+            policy.retry_after_for(backlog.count, backlog.commit_rate),
+        )
+    allowed = max(MIN_BACKLOG, int(backlog.commit_rate * policy.max_delay_s))
+    if backlog.count and backlog.count + incoming > allowed:
+        return Refusal(
+            "rate",
+            f"node busy: {backlog.count} transactions uncommitted and {incoming} more would "
+            f"take longer than {policy.max_delay_s * 1000:.0f} ms to commit at the recent "
+            f"rate of {backlog.commit_rate:.0f} tx/s",
+            policy.retry_after_for(backlog.count + incoming - allowed, backlog.commit_rate),
         )
     if backlog.count + incoming > policy.max_outstanding:
         return Refusal(

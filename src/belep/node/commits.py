@@ -38,7 +38,14 @@ from dataclasses import dataclass
 
 from belep.ledger.block import Block, Digest, DomainId, Transaction
 
-__all__ = ["ABANDON_AFTER_S", "MAX_TRACKED", "Backlog", "CommitInfo", "CommitTracker"]
+__all__ = [
+    "ABANDON_AFTER_S",
+    "MAX_TRACKED",
+    "RATE_WINDOW_S",
+    "Backlog",
+    "CommitInfo",
+    "CommitTracker",
+]
 
 #: Most uncommitted submissions remembered per domain.
 MAX_TRACKED = 100_000
@@ -46,6 +53,8 @@ MAX_TRACKED = 100_000
 #: ago, and an entry that may never commit (its domain lost its quorum, or a Byzantine
 #: primary dropped it) must not hold admission control shut forever.
 ABANDON_AFTER_S = 120.0
+#: The commit rate of a backlog is measured over this many recent seconds.
+RATE_WINDOW_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,9 @@ class Backlog:
     count: int
     oldest_age_s: float
     """Age of the oldest one (0 when there is none)."""
+    commit_rate: float = 0.0
+    """Transactions of this node's backlog committed per second, over the last
+    :data:`RATE_WINDOW_S` seconds."""
 
 
 @dataclass(slots=True)
@@ -77,6 +89,10 @@ class _Domain:
     """Accepted here, not committed; submission order."""
     unexamined: deque[tuple[float, Digest]]
     """Every submission once, for :meth:`CommitTracker.overdue`; submission order."""
+    commits: deque[tuple[float, int]]
+    """(time, how many of the backlog committed) per block, the last RATE_WINDOW_S."""
+    recent: int = 0
+    """Sum of the counts in ``commits``."""
 
 
 class CommitTracker:
@@ -97,7 +113,7 @@ class CommitTracker:
     def _domain(self, domain: DomainId) -> _Domain:
         found = self._domains.get(domain)
         if found is None:
-            found = self._domains[domain] = _Domain(OrderedDict(), deque())
+            found = self._domains[domain] = _Domain(OrderedDict(), deque(), deque())
         return found
 
     # ------------------------------------------------------------------ backlog
@@ -119,17 +135,21 @@ class CommitTracker:
     def backlog(self, domain: DomainId) -> Backlog:
         """The domain's backlog here, after dropping entries too old to track."""
         entry = self._domains.get(domain)
-        if entry is None or not entry.pending:
+        if entry is None:
             return Backlog(0, 0.0)
         now = self._clock()
+        commits = entry.commits
+        while commits and now - commits[0][0] > RATE_WINDOW_S:
+            entry.recent -= commits.popleft()[1]
+        rate = entry.recent / RATE_WINDOW_S
         pending = entry.pending
         while pending:
             oldest = next(iter(pending.values()))
             if now - oldest.since < ABANDON_AFTER_S:
-                return Backlog(len(pending), now - oldest.since)
+                return Backlog(len(pending), now - oldest.since, rate)
             pending.popitem(last=False)
             self.abandoned += 1
-        return Backlog(0, 0.0)
+        return Backlog(0, 0.0, rate)
 
     def overdue(self, age_s: float, limit: int = 10_000) -> list[tuple[DomainId, Transaction]]:
         """Transactions pending for at least ``age_s``, each handed back once (oldest first)."""
@@ -151,9 +171,11 @@ class CommitTracker:
             return
         pending_map = entry.pending if entry is not None else {}
         now = self._clock()
+        mine = 0
         for index, tx in enumerate(block.transactions):
             pending = pending_map.pop(tx.tx_hash, None)
             if pending is not None:
+                mine += 1
                 self._on_latency(domain, now - pending.since)
             futures = waiters.pop(tx.tx_hash, None)
             if futures:
@@ -161,6 +183,9 @@ class CommitTracker:
                 for future in futures:
                     if not future.done():
                         future.set_result(info)
+        if mine and entry is not None:
+            entry.commits.append((now, mine))
+            entry.recent += mine
 
     # ------------------------------------------------------------------ waiting
 

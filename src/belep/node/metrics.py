@@ -156,7 +156,7 @@ class _StateCollector(Collector):
         for d in s.domains:
             backlog.add_metric([d.domain], d.backlog)
             age.add_metric([d.domain], d.backlog_age_s)
-            for reason in ("delay", "outstanding"):
+            for reason in ("delay", "rate", "outstanding"):
                 refused.add_metric([d.domain, reason], d.refused.get(reason, 0))
         yield backlog
         yield age
