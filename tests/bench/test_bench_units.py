@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from belep.app.envelope import EnvelopeValidator, parse_envelope
-from belep.bench.consensus import BusyGate, LoadSpec, bench_topology
+from belep.bench.consensus import LoadSpec, bench_topology
+from belep.bench.gate import BusyGate
 from belep.bench.loadgen import BatchOutcome, Recorder
 from belep.bench.stats import ConsensusResult, percentile, summarize
 from belep.bench.sweep import SystemPlan, is_saturated, parse_system, plot_sweep
@@ -235,40 +236,34 @@ def test_cpu_per_transaction() -> None:
     assert cpu_ms_per_tx({"a": 50.0}, 0.0) is None
 
 
-def test_busy_gate_sends_one_probe_per_retry_period() -> None:
-    """After a 503 the client sends nothing to that node until the retry time, then one
-    request at a time until one is accepted; then everything queued goes at once."""
+def test_busy_gate_is_an_aimd_limit_that_honours_retry_after() -> None:
+    async def scenario() -> None:
+        gate = BusyGate(initial=4)
+        sent = [await gate.acquire() for _ in range(4)]
+        assert gate.in_flight == 4
+        fifth = asyncio.create_task(gate.acquire())
+        await asyncio.sleep(0.01)
+        assert not fifth.done()  # the limit holds
+        gate.release(sent[0], None)  # accepted: the limit grows to 5
+        assert gate.limit == 5
+        sent.append(await fifth)
+        gate.release(sent[1], 0.05)  # refused: halved once, closed for 50 ms
+        gate.release(sent[2], 0.05)  # refused too, but sent before the decrease
+        assert gate.limit == 2
+        assert gate.in_flight == 2
+        gate.release(sent[3], None)
+        gate.release(sent[4], None)
+        assert gate.limit == 4
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        again = await gate.acquire()
+        assert loop.time() - started >= 0.03  # waited for the retry time
+        gate.release(again, 0.01)  # sent after the decrease: halves again
+        assert gate.limit == 2
+        for _ in range(10):
+            gate.release(await gate.acquire(), 0.0)
+        assert gate.limit == 1  # never below one
 
-    async def scenario() -> list[tuple[str, int]]:
-        gate = BusyGate()
-        log: list[tuple[str, int]] = []
-        answers = iter([503, 503, 200])  # the first two probes are refused
-        in_flight = 0
-
-        async def request(index: int) -> None:
-            nonlocal in_flight
-            while True:
-                async with gate.turn():
-                    in_flight += 1
-                    log.append(("send", in_flight))
-                    await asyncio.sleep(0.001)
-                    status = next(answers, 200)
-                    in_flight -= 1
-                    if status == 503:
-                        gate.close(0.02)
-                    else:
-                        gate.reopen()
-                if status != 503:
-                    return
-
-        gate.close(0.02)  # a refusal just arrived
-        started = asyncio.get_running_loop().time()
-        await asyncio.gather(*(request(i) for i in range(5)))
-        assert asyncio.get_running_loop().time() - started >= 0.06  # three retry periods
-        return log
-
-    log = asyncio.run(scenario())
-    # Three probes alone (two refused, one accepted), then the four others together.
-    assert [depth for _, depth in log[:3]] == [1, 1, 1]
-    assert len(log) == 7
-    assert max(depth for _, depth in log[3:]) > 1
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="initial"):
+        BusyGate(initial=0)

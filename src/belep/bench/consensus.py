@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -51,6 +51,7 @@ from typing import Any
 
 import httpx
 
+from belep.bench.gate import BusyGate
 from belep.bench.http_client import LeanHttpClient
 from belep.bench.loadgen import BatchOutcome, Recorder, run_closed_loop, run_open_loop
 from belep.bench.stats import ConsensusResult, CpuMeter, cpu_ms_per_tx, summarize
@@ -350,39 +351,6 @@ class BenchNetwork:
         return None
 
 
-class BusyGate:
-    """How the benchmark client honours ``503 Retry-After`` from one node, as a careful
-    client library would: after a refusal, nothing is sent to that node until the retry
-    time, and then one request at a time (the others queue in arrival order) until one
-    is accepted; so a busy node gets one probe per retry period instead of every
-    waiting batch at once."""
-
-    def __init__(self) -> None:
-        self._open_at = 0.0
-        self._closed = False
-        self._probe = asyncio.Lock()
-
-    def close(self, retry_after_s: float) -> None:
-        self._closed = True
-        self._open_at = max(self._open_at, time.monotonic() + retry_after_s)
-
-    def reopen(self) -> None:
-        self._closed = False
-
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Wait until this node may be sent a request; hold the probe while it is busy."""
-        while self._closed:
-            async with self._probe:
-                if not self._closed:
-                    break
-                await asyncio.sleep(max(0.0, self._open_at - time.monotonic()))
-                if self._closed:
-                    yield
-                    return
-        yield
-
-
 def _retry_after_s(answer: bytes) -> float:
     """The wait a ``503`` answer asks for (``retry_after_ms``), within 0.05..5 s."""
     try:
@@ -428,13 +396,14 @@ async def _measure(
             busy = 0
             gate = gates[target]
             while True:
-                async with gate.turn():
+                sent = await gate.acquire()
+                try:
                     status, answer = await lean.post(urls[target], body)
-                    if status == 503:
-                        # Admission control: nothing of the batch was accepted.
-                        gate.close(_retry_after_s(answer))
-                    else:
-                        gate.reopen()
+                except BaseException:
+                    gate.release(sent, None)
+                    raise
+                # 503: admission control accepted nothing of the batch; resend it later.
+                gate.release(sent, _retry_after_s(answer) if status == 503 else None)
                 if status != 503:
                     return replace(_outcome(status, answer, len(batch)), busy=busy)
                 busy += 1

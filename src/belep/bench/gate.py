@@ -1,0 +1,73 @@
+"""How the benchmark client honours ``503 Retry-After``: :class:`BusyGate`.
+
+A node under admission control (``docs/spec/node.md`` §7) refuses requests
+with ``503`` and a suggested wait. A client that resent every refused batch
+at once when the wait ends would turn each refusal into a burst of refusals
+and spend the node's CPU on them. The gate does what a careful client
+library does, one gate per node: an **AIMD concurrency limit** (TCP's rule):
+
+* a request may be sent while fewer than ``limit`` are in flight to that
+  node and the node's retry time has passed;
+* an accepted request raises the limit by one (additive increase);
+* a refusal halves it (multiplicative decrease, at least 1) and closes the
+  gate until the suggested retry time — once per round trip: refusals of
+  requests sent before the last decrease do not decrease it again.
+
+Invariant: at most ``max(1, limit)`` requests of this gate are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+__all__ = ["BusyGate"]
+
+
+class BusyGate:
+    """An AIMD limit on the requests in flight to one node (see the module docstring)."""
+
+    def __init__(self, initial: int = 64, maximum: int = 4096) -> None:
+        if not 1 <= initial <= maximum:
+            raise ValueError("need 1 <= initial <= maximum")
+        self._limit = float(initial)
+        self._maximum = float(maximum)
+        self._in_flight = 0
+        self._open_at = 0.0
+        self._decreased_at = 0.0
+        self._changed = asyncio.Event()
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self._limit))
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def acquire(self) -> float:
+        """Wait for a turn; the send time to pass to :meth:`release`."""
+        while True:
+            now = time.monotonic()
+            if now >= self._open_at and self._in_flight < self.limit:
+                self._in_flight += 1
+                return now
+            self._changed.clear()
+            timeout = self._open_at - now if now < self._open_at else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def release(self, sent_at: float, retry_after_s: float | None) -> None:
+        """The request sent at ``sent_at`` ended: accepted (``None``), or refused with a
+        suggested wait (or failed otherwise: pass ``None`` and no limit changes)."""
+        self._in_flight -= 1
+        now = time.monotonic()
+        if retry_after_s is None:
+            self._limit = min(self._maximum, self._limit + 1)
+        else:
+            if sent_at >= self._decreased_at:
+                self._limit = max(1.0, self._limit / 2)
+                self._decreased_at = now
+            self._open_at = max(self._open_at, now + retry_after_s)
+        self._changed.set()
