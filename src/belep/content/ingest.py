@@ -12,7 +12,9 @@ writes it on its own thread, so the file system calls overlap the hashing.
 An earlier version hashed the file on a third thread from a copy of every
 chunk: faster only when both cores are free, slower (more CPU: the copy and
 the hand-offs) when another process holds one, which is the normal case on
-a shared node.
+a shared node. A digest thread hashing the importer's buffer in place (no
+copy; each read waits for the previous chunk's digest) did not help either:
+2.10 x the reference against 1.97 x inline, tmpfs, idle machine.
 
 Invariant: the pin is written only after every block is durable (see
 :class:`~belep.content.blockstore.BlockWriter`); on any error nothing is
