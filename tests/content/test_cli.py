@@ -157,6 +157,8 @@ def test_bench_content_runs_end_to_end(tmp_path: Path) -> None:
     report = run(size_mib=1, rss_size_mib=1, repeat=1, base=tmp_path)
     assert set(report.seconds) == {"sha256", "cid", "add", "add --no-sync", "write floor", "get"}
     assert report.ratio("sha256") == 1.0
+    assert all(len(times) == 1 for times in report.round_seconds.values())
+    assert report.seconds == {name: times[0] for name, times in report.round_seconds.items()}
     assert set(report.rss) == {"belep add", "belep get", "belep cid", "belep --version"}
     assert all(peak > 10_000_000 for _, peak in report.rss.values())
     assert json.dumps(report.to_json())

@@ -15,11 +15,12 @@ measures, on that same file, in this order:
   no hashing at all — what the filesystem alone costs;
 * ``get``: exporting the file back from the store, every block re-hashed.
 
-Each figure is the best of ``--repeat`` rounds with the file in the page
-cache, as wall-clock time and as CPU time of the benchmark process (all its
-threads, user + system: the work done, not the waiting, which is what stays
-comparable when other processes compete for the cores); a round runs every operation once, in turn, so load from other
-processes on a shared machine hits all of them alike.
+Each figure is the best of ``--repeat`` rounds (every round's wall time is
+reported too) with the file in the page cache, as wall-clock time and as CPU
+time of the benchmark process (all its threads, user + system: the work done,
+not the waiting, which is what stays comparable when other processes compete
+for the cores); a round runs every operation once, in turn, so load from
+other processes on a shared machine hits all of them alike.
 Then peak RSS is measured for ``belep add`` and ``belep get`` of a larger
 file (1 GiB by default) in child processes, each reporting the high-water
 mark of its own address space (``VmHWM``) when it exits.
@@ -109,21 +110,21 @@ def get_file(cid: str, store_dir: Path, out: Path) -> None:
             handle.write(piece)
 
 
-def _best_interleaved(
+def _interleaved(
     repeat: int, actions: dict[str, Callable[[], object]], cleanup: Callable[[], None]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Best wall-clock and best CPU time (user + system, all threads of this
-    process) of each action over ``repeat`` rounds; each round runs every
-    action once, in turn, so a burst of load from elsewhere hits them alike."""
-    wall = dict.fromkeys(actions, float("inf"))
-    cpu = dict.fromkeys(actions, float("inf"))
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and CPU time (user + system, all threads of this process) of
+    each action in each of ``repeat`` rounds; each round runs every action
+    once, in turn, so a burst of load from elsewhere hits them alike."""
+    wall: dict[str, list[float]] = {name: [] for name in actions}
+    cpu: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(repeat):
         for name, action in actions.items():
             cleanup()
             started, started_cpu = time.perf_counter(), time.process_time()
             action()
-            wall[name] = min(wall[name], time.perf_counter() - started)
-            cpu[name] = min(cpu[name], time.process_time() - started_cpu)
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
     cleanup()
     return wall, cpu
 
@@ -190,6 +191,9 @@ class ContentBenchReport:
     cpu_seconds: dict[str, float]
     """CPU time of this process (all threads): the work itself, not the waiting,
     so it is steadier than wall-clock time on a machine shared with others."""
+    round_seconds: dict[str, list[float]]
+    """Wall-clock seconds of every round, in order (the spread shows how much
+    the machine and the file system's state moved during the run)."""
     rss_size_mib: int
     rss: dict[str, tuple[float, int]]
     """Per command: (seconds, peak RSS in bytes)."""
@@ -216,6 +220,7 @@ class ContentBenchReport:
             "seconds": self.seconds,
             "ratio_to_sha256": {name: self.ratio(name) for name in self.seconds},
             "cpu_seconds": self.cpu_seconds,
+            "round_seconds": self.round_seconds,
             "cpu_ratio_to_sha256": {name: self.cpu_ratio(name) for name in self.seconds},
             "mb_per_s": {name: self.mb_per_s(name) for name in self.seconds},
             "rss_size_mib": self.rss_size_mib,
@@ -245,7 +250,7 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
         cid = cid_file(data)
         kept = work / "kept"
         add_path(data, kept, sync=True)
-        seconds, cpu_seconds = _best_interleaved(
+        round_seconds, round_cpu = _interleaved(
             repeat,
             {
                 "sha256": lambda: sha256_file(data),
@@ -257,6 +262,8 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
             },
             clean,
         )
+        seconds = {name: min(times) for name, times in round_seconds.items()}
+        cpu_seconds = {name: min(times) for name, times in round_cpu.items()}
         get_file(cid, kept, out)
         if sha256_file(out) != sha256_file(data):
             raise RuntimeError("exported file differs from the original")
@@ -284,6 +291,7 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
         size_mib=size_mib,
         seconds=seconds,
         cpu_seconds=cpu_seconds,
+        round_seconds=round_seconds,
         rss_size_mib=rss_size_mib,
         rss=rss,
     )
@@ -293,12 +301,15 @@ def _print_report(report: ContentBenchReport) -> None:
     typer.echo(f"# {report.command}")
     typer.echo(f"# {report.date} on {report.machine}")
     typer.echo(f"\n{report.size_mib} MiB file, best of runs:\n")
-    typer.echo("| operation | wall s | MB/s | × sha256 (wall) | CPU s | × sha256 (CPU) |")
-    typer.echo("| --- | ---: | ---: | ---: | ---: | ---: |")
+    typer.echo(
+        "| operation | wall s | MB/s | × sha256 (wall) | CPU s | × sha256 (CPU) | rounds (wall s) |"
+    )
+    typer.echo("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, value in report.seconds.items():
+        rounds = " ".join(f"{seconds:.2f}" for seconds in report.round_seconds[name])
         typer.echo(
             f"| {name} | {value:.3f} | {report.mb_per_s(name):.0f} | {report.ratio(name):.2f} "
-            f"| {report.cpu_seconds[name]:.3f} | {report.cpu_ratio(name):.2f} |"
+            f"| {report.cpu_seconds[name]:.3f} | {report.cpu_ratio(name):.2f} | {rounds} |"
         )
     typer.echo(f"\n{report.rss_size_mib} MiB file, child processes:\n")
     typer.echo("| command | seconds | peak RSS (MB) |")
