@@ -11,7 +11,7 @@ import pytest
 from belep.app.envelope import EnvelopeValidator, parse_envelope
 from belep.bench.consensus import LoadSpec, bench_topology
 from belep.bench.gate import BusyGate
-from belep.bench.loadgen import BatchOutcome, Recorder
+from belep.bench.loadgen import ERROR_BACKOFF_S, BatchOutcome, Recorder, run_closed_loop
 from belep.bench.stats import ConsensusResult, percentile, summarize
 from belep.bench.sweep import SystemPlan, is_saturated, parse_system, plot_sweep
 from belep.bench.workload import RecordStream, presign, presign_cached
@@ -267,3 +267,24 @@ def test_busy_gate_is_an_aimd_limit_that_honours_retry_after() -> None:
     asyncio.run(scenario())
     with pytest.raises(ValueError, match="initial"):
         BusyGate(initial=0)
+
+
+def test_closed_loop_backs_off_a_failing_node() -> None:
+    """A stream whose node is down waits between batches instead of spinning through the
+    workload (before: 200,000 failed transactions in 14 s against one killed node)."""
+    calls = {0: 0, 1: 0}
+
+    async def submit(target: int, batch: list[bytes]) -> BatchOutcome:
+        calls[target] += 1
+        if target == 1:
+            raise ConnectionRefusedError
+        await asyncio.sleep(0.01)
+        return BatchOutcome(len(batch))
+
+    payloads = iter([b"x"] * 1_000_000)
+    recorder = asyncio.run(
+        run_closed_loop(submit, payloads, targets=2, window=2, warmup=0.0, duration=0.3, drain=1)
+    )
+    assert calls[0] >= 10
+    assert 1 <= calls[1] <= 0.3 / ERROR_BACKOFF_S + 2
+    assert recorder.error_kinds == {"ConnectionRefusedError": calls[1]}

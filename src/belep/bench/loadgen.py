@@ -23,7 +23,8 @@ Measurement rules (the same for every system measured):
   waiting for earlier batches (no coordinated omission: a slow system does
   not slow the offered load);
 * closed loop: ``window`` transactions are outstanding at all times, split
-  over up to ``streams`` concurrent batches, each to its own target.
+  over up to ``streams`` concurrent batches, each to its own target; a stream
+  whose batch failed waits :data:`ERROR_BACKOFF_S` before its next one.
 
 Invariant: a payload is sent at most once (they come from one iterator).
 """
@@ -99,15 +100,21 @@ class Recorder:
         return self.t1 - self.t0
 
 
+#: A closed-loop stream whose batch failed (e.g. its node is down) waits this long before
+#: the next one, instead of spinning through the workload against a dead node.
+ERROR_BACKOFF_S = 0.1
+
+
 async def _send(
     submit: SubmitFunction, target: int, batch: list[bytes], recorder: Recorder
-) -> None:
+) -> BatchOutcome:
     sent = time.monotonic()
     try:
         outcome = await submit(target, batch)
     except Exception as exc:  # the system under test failed this batch; count it, keep going
         outcome = BatchOutcome(0, error=True, detail=type(exc).__name__)
     recorder.record(sent, time.monotonic(), outcome, len(batch))
+    return outcome
 
 
 async def run_open_loop(
@@ -127,7 +134,7 @@ async def run_open_loop(
     start = time.monotonic()
     recorder = Recorder(start + warmup, start + warmup + duration)
     tick = min(tick, 1.0 / rate)  # at most one batch per transaction when the rate is low
-    tasks: set[asyncio.Task[None]] = set()
+    tasks: set[asyncio.Task[BatchOutcome]] = set()
     sent = 0
     turn = 0
     exhausted = False
@@ -181,7 +188,9 @@ async def run_closed_loop(
             batch = [p for _, p in zip(range(size), payloads, strict=False)]
             if not batch:
                 return
-            await _send(submit, target, batch, recorder)
+            outcome = await _send(submit, target, batch, recorder)
+            if outcome.error:
+                await asyncio.sleep(ERROR_BACKOFF_S)
 
     tasks = [asyncio.create_task(stream(i, s)) for i, s in enumerate(sizes)]
     await asyncio.wait(tasks, timeout=warmup + duration + drain)
