@@ -71,9 +71,11 @@ REFUSALS = [
 def test_refusal(name: str, backlog: Backlog, incoming: int, reason: str | None) -> None:
     found = refusal(AdmissionPolicy(0.5, 1000), backlog, incoming)
     if name == "rate-refuses-a-burst":  # 1 tx too many at 2000 tx/s: retry soon
-        assert found is not None and found.retry_after_ms == 50
+        assert found is not None
+        assert found.retry_after_ms == 50
     if name == "rate-refuses-a-big-burst":  # 800 too many at 2000 tx/s: 400 ms
-        assert found is not None and found.retry_after_ms == 400
+        assert found is not None
+        assert found.retry_after_ms == 400
     assert (found.reason if found is not None else None) == reason, name
     if found is not None:
         assert 50 <= found.retry_after_ms <= 500

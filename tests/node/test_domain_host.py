@@ -220,3 +220,32 @@ def test_garbage_and_strangers_are_dropped(tmp_path: Path) -> None:
         await cluster.close(NODES[0])
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_view_change_is_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, _genesis("pbft"))
+        for node in NODES:
+            cluster.open(node).start()
+        for tx in _txs(0, 5):
+            cluster.hosts[NODES[1]].submit(tx)
+        await cluster.until(lambda: all(cluster.hosts[n].height >= 1 for n in NODES))
+        primary = NodeId(str(cluster.hosts[NODES[1]].leader))
+        other = next(n for n in NODES if n != primary)
+        await cluster.close(primary)
+        for tx in _txs(5, 5):
+            cluster.hosts[other].submit(tx)
+        await cluster.until(lambda: cluster.hosts[other].height >= 2)
+        assert cluster.hosts[other].view_changes >= 1
+        for node in NODES:
+            if node != primary:
+                await cluster.close(node)
+
+    with caplog.at_level("INFO", logger="belep.node"):
+        asyncio.run(scenario())
+    changes = [r for r in caplog.records if getattr(r, "event", None) == "node.view"]
+    assert changes
+    assert changes[0].getMessage().startswith("domain d: view 0 -> 1")

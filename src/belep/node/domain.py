@@ -517,8 +517,17 @@ class DomainHost:
     def _note_view(self) -> None:
         view = self.view
         if view is not None:
-            if self._last_view is not None and view > self._last_view:
-                self.view_changes += view - self._last_view
+            if self._last_view is not None and view != self._last_view:
+                if view > self._last_view:
+                    self.view_changes += view - self._last_view
+                log.info(
+                    "domain %s: view %d -> %d (leader %s)",
+                    self.domain,
+                    self._last_view,
+                    view,
+                    self.leader,
+                    extra={"event": "node.view", "domain": self.domain, "view": view},
+                )
             self._last_view = view
 
     # ------------------------------------------------------------------ status
