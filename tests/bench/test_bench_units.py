@@ -288,3 +288,27 @@ def test_closed_loop_backs_off_a_failing_node() -> None:
     assert calls[0] >= 10
     assert 1 <= calls[1] <= 0.3 / ERROR_BACKOFF_S + 2
     assert recorder.error_kinds == {"ConnectionRefusedError": calls[1]}
+
+
+def test_busy_gate_grants_turns_in_arrival_order_and_survives_cancellation() -> None:
+    async def scenario() -> list[int]:
+        gate = BusyGate(initial=1)
+        first = await gate.acquire()
+        order: list[int] = []
+
+        async def waiter(index: int) -> None:
+            sent = await gate.acquire()
+            order.append(index)
+            await asyncio.sleep(0)
+            gate.release(sent, None)
+
+        tasks = [asyncio.create_task(waiter(i)) for i in range(6)]
+        await asyncio.sleep(0.01)
+        assert gate.waiting == 6
+        tasks[2].cancel()  # gives up while waiting: its turn goes to the next
+        gate.release(first, None)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert gate.in_flight == 0
+        return order
+
+    assert asyncio.run(scenario()) == [0, 1, 3, 4, 5]

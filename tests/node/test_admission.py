@@ -49,7 +49,7 @@ def test_policy_defaults_follow_the_request_timeout() -> None:
     assert policy.retry_after_for(10, 0.0) == 500  # no rate known: the delay
 
 
-# Policy: 0.5 s, at most 1000 outstanding; the rate bound is max(100, rate x 0.5 s).
+# Policy: 0.5 s, at most 1000 outstanding; the rate bound is max(100, rate x 2 x 0.5 s).
 REFUSALS = [
     ("empty", Backlog(0, 0.0), 10, None),
     ("young", Backlog(5, 0.4), 10, None),
@@ -58,9 +58,9 @@ REFUSALS = [
     ("too-old-even-for-nothing", Backlog(1, 3.0), 0, "delay"),
     ("floor-fills-exactly", Backlog(90, 0.1), 10, None),
     ("floor-one-too-many", Backlog(90, 0.1), 11, "rate"),
-    ("rate-allows-half-a-second", Backlog(900, 0.1, 2000.0), 100, None),
-    ("rate-refuses-a-burst", Backlog(900, 0.1, 2000.0), 101, "rate"),
-    ("rate-refuses-a-big-burst", Backlog(900, 0.1, 2000.0), 900, "rate"),
+    ("rate-allows-a-second", Backlog(900, 0.1, 1000.0), 100, None),
+    ("rate-refuses-a-burst", Backlog(900, 0.1, 1000.0), 101, "rate"),
+    ("rate-refuses-a-big-burst", Backlog(900, 0.1, 1000.0), 500, "rate"),
     ("empty-admits-a-burst", Backlog(0, 0.0, 0.0), 1000, None),
     ("outstanding-caps-any-rate", Backlog(900, 0.1, 1e6), 101, "outstanding"),
     ("alone-too-large", Backlog(0, 0.0), 1001, "outstanding"),
@@ -70,10 +70,10 @@ REFUSALS = [
 @pytest.mark.parametrize(("name", "backlog", "incoming", "reason"), REFUSALS, ids=lambda x: x)
 def test_refusal(name: str, backlog: Backlog, incoming: int, reason: str | None) -> None:
     found = refusal(AdmissionPolicy(0.5, 1000), backlog, incoming)
-    if name == "rate-refuses-a-burst":  # 1 tx too many at 2000 tx/s: retry soon
+    if name == "rate-refuses-a-burst":  # 1 tx too many at 1000 tx/s: retry soon
         assert found is not None
         assert found.retry_after_ms == 50
-    if name == "rate-refuses-a-big-burst":  # 800 too many at 2000 tx/s: 400 ms
+    if name == "rate-refuses-a-big-burst":  # 400 too many at 1000 tx/s: 400 ms
         assert found is not None
         assert found.retry_after_ms == 400
     assert (found.reason if found is not None else None) == reason, name

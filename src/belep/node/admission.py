@@ -21,9 +21,9 @@ not yet committed (:class:`~belep.node.commits.Backlog`):
   admits less), and keeps the primary's queue deep enough (``max_delay_s``
   worth of transactions) to fill its pipeline;
 * **rate** (Little's law): a request that would take the backlog above what
-  the node's transactions commit in ``max_delay_s`` (their commit rate over
-  the last seconds times ``max_delay_s``, at least :data:`MIN_BACKLOG`) is
-  refused. The delay test alone lets a burst in — after a refusal every
+  the node's transactions commit in two ``max_delay_s`` (their commit rate over
+  the last seconds times :data:`RATE_HORIZON` × ``max_delay_s``, at least
+  :data:`MIN_BACKLOG`) is refused. The delay test alone lets a burst in — after a refusal every
   waiting client comes back at once, each request finding the oldest entry
   young — and a burst of several seconds of work would wait past the request
   timer all the same;
@@ -55,6 +55,11 @@ DEFAULT_MAX_OUTSTANDING = 20_000
 MIN_RETRY_MS = 50
 #: The rate test never bounds the backlog below this many transactions.
 MIN_BACKLOG = 100
+#: The rate test admits this many delays' worth of work: with 1 the bound would hold the
+#: backlog at whatever rate it has now (Little's law is an equilibrium at any rate below
+#: capacity); with 2 it grows while transactions commit faster than the delay, and a burst
+#: still waits at most two delays (a request timeout by default, half the censorship bound).
+RATE_HORIZON = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +110,12 @@ def refusal(policy: AdmissionPolicy, backlog: Backlog, incoming: int) -> Refusal
             f"{backlog.oldest_age_s * 1000:.0f} ms (limit {policy.max_delay_s * 1000:.0f} ms)",
             policy.retry_after_for(backlog.count, backlog.commit_rate),
         )
-    allowed = max(MIN_BACKLOG, int(backlog.commit_rate * policy.max_delay_s))
+    allowed = max(MIN_BACKLOG, int(backlog.commit_rate * RATE_HORIZON * policy.max_delay_s))
     if backlog.count and backlog.count + incoming > allowed:
         return Refusal(
             "rate",
             f"node busy: {backlog.count} transactions uncommitted and {incoming} more would "
-            f"take longer than {policy.max_delay_s * 1000:.0f} ms to commit at the recent "
+            f"take longer than {RATE_HORIZON * policy.max_delay_s * 1000:.0f} ms to commit at the recent "
             f"rate of {backlog.commit_rate:.0f} tx/s",
             policy.retry_after_for(backlog.count + incoming - allowed, backlog.commit_rate),
         )
