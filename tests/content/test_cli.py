@@ -163,3 +163,36 @@ def test_bench_content_runs_end_to_end(tmp_path: Path) -> None:
     assert all(peak > 10_000_000 for _, peak in report.rss.values())
     assert json.dumps(report.to_json())
     assert list(tmp_path.iterdir()) == []  # the temporary directory is removed
+
+
+def test_bench_content_deletes_nothing_between_timed_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting thousands of files right before a timed add made it measure the file
+    system's clean-up (ext4 without a journal scans recently freed inodes)."""
+    from belep.commands import bench_content
+
+    timing = False
+    deleted_while_timing: list[str] = []
+    real_rmtree = bench_content.shutil.rmtree
+    real_interleaved = bench_content._interleaved
+
+    def rmtree(path: object, *args: object, **kwargs: object) -> None:
+        if timing:
+            deleted_while_timing.append(str(path))
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def interleaved(*args: object, **kwargs: object) -> object:
+        nonlocal timing
+        timing = True
+        try:
+            return real_interleaved(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            timing = False
+
+    monkeypatch.setattr(bench_content.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(bench_content, "_interleaved", interleaved)
+    report = bench_content.run(size_mib=1, rss_size_mib=1, repeat=2, base=tmp_path)
+    assert all(len(times) == 2 for times in report.round_seconds.values())
+    assert deleted_while_timing == []
+    assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,9 @@ measures, on that same file, in this order:
 * ``get``: exporting the file back from the store, every block re-hashed.
 
 Each figure is the best of ``--repeat`` rounds (every round's wall time is
-reported too) with the file in the page cache, as wall-clock time and as CPU
+reported too) with the file in the page cache; every timed write goes to a
+fresh directory and nothing is deleted until all rounds are done (so each
+round needs about 4 × the file size of free space), as wall-clock time and as CPU
 time of the benchmark process (all its threads, user + system: the work done,
 not the waiting, which is what stays comparable when other processes compete
 for the cores); a round runs every operation once, in turn, so load from
@@ -111,21 +113,24 @@ def get_file(cid: str, store_dir: Path, out: Path) -> None:
 
 
 def _interleaved(
-    repeat: int, actions: dict[str, Callable[[], object]], cleanup: Callable[[], None]
+    repeat: int, actions: dict[str, Callable[[int], object]]
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall-clock and CPU time (user + system, all threads of this process) of
     each action in each of ``repeat`` rounds; each round runs every action
-    once, in turn, so a burst of load from elsewhere hits them alike."""
+    once, in turn, so a burst of load from elsewhere hits them alike. An
+    action gets its round number, so that it can write to a place of its own:
+    nothing is deleted between timed actions (on ext4 without a journal, the
+    inode allocator scans past recently freed inodes, and deleting the
+    previous round's ~5,000 files made the next round's file creation up to
+    10x slower: the benchmark would measure its own clean-up)."""
     wall: dict[str, list[float]] = {name: [] for name in actions}
     cpu: dict[str, list[float]] = {name: [] for name in actions}
-    for _ in range(repeat):
+    for index in range(repeat):
         for name, action in actions.items():
-            cleanup()
             started, started_cpu = time.perf_counter(), time.process_time()
-            action()
+            action(index)
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - started_cpu)
-    cleanup()
     return wall, cpu
 
 
@@ -238,38 +243,33 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
         data = work / "sample.bin"
         write_test_file(data, size_mib * _MIB)
         sha256_file(data)  # warm the page cache
-        store = work / "store"
-        floor = work / "floor"
         out = work / "out.bin"
-
-        def clean() -> None:
-            shutil.rmtree(store, ignore_errors=True)
-            shutil.rmtree(floor, ignore_errors=True)
-            out.unlink(missing_ok=True)
-
+        rounds = work / "rounds"  # every timed write goes to a fresh place here
+        rounds.mkdir()
         cid = cid_file(data)
         kept = work / "kept"
         add_path(data, kept, sync=True)
         round_seconds, round_cpu = _interleaved(
             repeat,
             {
-                "sha256": lambda: sha256_file(data),
-                "cid": lambda: cid_file(data),
-                "add": lambda: add_path(data, store, sync=True),
-                "add --no-sync": lambda: add_path(data, store, sync=False),
-                "write floor": lambda: write_floor(data, floor),
-                "get": lambda: get_file(cid, kept, out),
+                "sha256": lambda _i: sha256_file(data),
+                "cid": lambda _i: cid_file(data),
+                "add": lambda i: add_path(data, rounds / f"store-{i}", sync=True),
+                "add --no-sync": lambda i: add_path(data, rounds / f"nosync-{i}", sync=False),
+                "write floor": lambda i: write_floor(data, rounds / f"floor-{i}"),
+                "get": lambda i: get_file(cid, kept, rounds / f"out-{i}.bin"),
             },
-            clean,
         )
         seconds = {name: min(times) for name, times in round_seconds.items()}
         cpu_seconds = {name: min(times) for name, times in round_cpu.items()}
         get_file(cid, kept, out)
         if sha256_file(out) != sha256_file(data):
             raise RuntimeError("exported file differs from the original")
-        clean()
+        shutil.rmtree(rounds)
         shutil.rmtree(kept)
+        out.unlink()
         data.unlink()
+        store = work / "store"
 
         big = work / "big.bin"
         write_test_file(big, rss_size_mib * _MIB, seed="belep-bench-rss")
