@@ -408,3 +408,36 @@ def test_view_change_with_tampered_block_body_is_rejected() -> None:
     ]
     with pytest.raises(ChainError):
         _check(nv)
+
+
+def test_a_replica_alone_in_a_later_view_hands_client_transactions_to_the_others() -> None:
+    """A backup, cut off, times out into a view no one else asks for; once the link is
+    back it stays in that view change (f + 1 are needed to move the others).
+    Transactions its clients submit must still reach the working primary: it forwards
+    them to every member (before, its pool kept them until a view it would never see).
+    (The one submitted while it was cut off was forwarded into the void; retransmitting
+    that is the node's relay of overdue transactions, not the replica's.)"""
+    c = started()
+    primary = c.replica(c.ids[0]).primary()
+    alone = next(n for n in c.ids if n != primary)
+    others = [n for n in c.ids if n != alone]
+    lonely = c.replica(alone)
+    view = lonely.view
+
+    def cut_off(src: NodeId, dst: NodeId, message: object) -> object | None:
+        return None if alone in (src, dst) else message
+
+    c.filter = cut_off
+    lost = tx(1, b"cut-off")
+    c.submit(alone, lost)
+    c.run_for(5_000)
+    assert lonely.mode is Mode.VIEW_CHANGE
+    assert lonely.view > view
+    assert all(c.replica(n).view == view for n in others)
+    c.filter = None
+    later = [tx(i, b"later") for i in range(3)]
+    for t in later:
+        c.submit(alone, t)
+    assert c.run(lambda: c.all_committed(later, nodes=others), max_time=5_000)
+    assert all(c.replica(n).view == view for n in others)  # no view change was needed
+    assert c.violations == []

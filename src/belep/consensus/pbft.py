@@ -161,8 +161,8 @@ class PbftReplica(PbftCore):
         if self._mode is Mode.NORMAL and self.primary() == self._id:
             self._maybe_propose()
         else:
-            if self._mode not in (Mode.NORMAL, Mode.OBSERVER):
-                return  # no primary to forward to: the pool keeps it, a new view forwards it
+            if self._mode is Mode.RECOVERING:
+                return  # the pool keeps it; the view it learns forwards it
             self._forward.append(tx)
             if len(self._forward) >= self.config.max_batch_size:
                 self._flush_forward()
@@ -180,8 +180,13 @@ class PbftReplica(PbftCore):
             self._fx.append(Send(self.primary(), ForwardRequests(tuple(self._forward))))
         elif self._mode is Mode.NORMAL:
             pass  # this replica became primary: its pool already holds them
+        elif self._mode is Mode.VIEW_CHANGE:
+            # No primary known here (perhaps this replica alone moved to a later view while
+            # the others kept working): as a PBFT client does on a timeout, hand them to
+            # every member; the primary of whatever view the others are in proposes them.
+            self._fx.append(Broadcast(self._others, ForwardRequests(tuple(self._forward))))
         else:
-            return  # no primary yet: keep them until a new view is installed
+            return  # recovering: keep them until a view is learnt
         self._forward = []
 
     def _on_forward(self, sender: NodeId, msg: ForwardRequests) -> None:
