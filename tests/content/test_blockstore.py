@@ -197,3 +197,19 @@ def test_a_failure_on_the_syncer_thread_pins_nothing_and_leaves_no_temporary(
     assert store.pins() == []
     assert list((store.root / "tmp").iterdir()) == []
     assert (store.root / "blocks" / key[-3:-1] / key).is_dir()
+
+
+def test_a_new_store_has_every_shard_directory_and_a_reopened_one_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    store = Blockstore(tmp_path / "s", sync=False)
+    shards = sorted(p.name for p in (tmp_path / "s" / "blocks").iterdir())
+    assert len(shards) == 1024
+    cid = compute_cid(b"x" * 100, version=1, codec=RAW)
+    assert block_key(cid)[-3:-1] in shards  # every key falls in a created shard
+    (tmp_path / "s" / "blocks" / block_key(cid)[-3:-1]).rmdir()
+    reopened = Blockstore(tmp_path / "s", sync=False)  # not re-created on open...
+    assert len(list((tmp_path / "s" / "blocks").iterdir())) == 1023
+    with reopened.writer() as writer:  # ...and created again when a block needs it
+        writer.put(cid, b"x" * 100)
+    assert store.get(cid) == b"x" * 100

@@ -6,7 +6,8 @@ measures, on that same file, in this order:
 * ``sha256``: streaming ``hashlib.sha256`` over the file (1 MiB reads) — the
   reference every ratio is taken against;
 * ``cid``: the code path of ``belep cid`` (import without storing);
-* ``add``: the code path of ``belep add`` into a fresh store, durable
+* ``add``: the code path of ``belep add`` into an empty store (created, with
+  its shard directories, before the timing, as a node creates its store once), durable
   (per group of blocks: data synced, renamed into place, renames synced, on
   the writer's helper threads; then the pin), with the file's SHA-256
   computed too, as the chain needs it;
@@ -85,7 +86,7 @@ def cid_file(path: Path) -> str:
 
 
 def add_path(path: Path, store_dir: Path, *, sync: bool) -> str:
-    """What ``belep add`` does for one file (fresh store at ``store_dir``)."""
+    """What ``belep add`` does for one file (into the store at ``store_dir``)."""
     with path.open("rb", buffering=0) as handle:
         return str(add_file(handle, Blockstore(store_dir, sync=sync)).cid)
 
@@ -249,6 +250,9 @@ def run(size_mib: int, rss_size_mib: int, repeat: int, base: Path) -> ContentBen
         cid = cid_file(data)
         kept = work / "kept"
         add_path(data, kept, sync=True)
+        for index in range(repeat):  # empty stores, created as a node creates its own once
+            Blockstore(rounds / f"store-{index}", sync=True)
+            Blockstore(rounds / f"nosync-{index}", sync=False)
         round_seconds, round_cpu = _interleaved(
             repeat,
             {

@@ -15,7 +15,7 @@ of its sha2-256 multihash), never from caller text, so no request can name a
 path outside ``blocks/``. Blocks are keyed by multihash as in Kubo: the same
 bytes stored as ``raw`` and as ``dag-pb`` share one file. The shard is the
 next-to-last two characters of the key (go-ds-flatfs ``next-to-last/2``),
-which spreads keys evenly over 1024 directories.
+which spreads keys evenly over 1024 directories, all created with a new store.
 
 Invariants:
 
@@ -60,6 +60,10 @@ MAX_BLOCK_SIZE = 4 << 20
 """Largest block accepted (Kubo's limit is 2 MiB for bitswap; leave headroom)."""
 
 
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+"""The alphabet of block keys (RFC 4648 base32, lower case): the shard characters."""
+
+
 def block_key(cid: Cid) -> str:
     """Storage key of a block: lower-case base32 of its multihash."""
     return encode_base32(cid.multihash)
@@ -84,11 +88,24 @@ class Blockstore:
         self._pins = self.root / "pins"
         self._tmp = self.root / "tmp"
         try:
+            new = not self._blocks.exists()
             for directory in (self._blocks, self._pins, self._tmp):
                 directory.mkdir(parents=True, exist_ok=True)
             (self.root / "lock").touch(exist_ok=True)
+            if new:
+                self._create_shards()
         except OSError as exc:
             raise StorageError(f"cannot open blockstore at {self.root}: {exc}") from exc
+
+    def _create_shards(self) -> None:
+        """Create all 1024 shard directories of a new store (and make them durable), so
+        that adding a file creates only its block files: directory creation is paid once
+        per store, not in every early add (a 256 MiB file touches ~650 shards)."""
+        for first in _BASE32:
+            for second in _BASE32:
+                (self._blocks / f"{first}{second}").mkdir(exist_ok=True)
+        if self.sync:
+            _fsync_directory(self._blocks)
 
     # -- paths ---------------------------------------------------------
 
