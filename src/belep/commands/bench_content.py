@@ -123,11 +123,16 @@ def _interleaved(
     nothing is deleted between timed actions (on ext4 without a journal, the
     inode allocator scans past recently freed inodes, and deleting the
     previous round's ~5,000 files made the next round's file creation up to
-    10x slower: the benchmark would measure its own clean-up)."""
+    10x slower: the benchmark would measure its own clean-up). Each action
+    starts after an untimed ``sync``: the durable add makes its blocks durable
+    with ``syncfs``, which would otherwise also flush the hundreds of MiB the
+    un-synced actions before it left dirty (and writers are throttled once
+    dirty pages pile up), so later rounds measured the earlier ones."""
     wall: dict[str, list[float]] = {name: [] for name in actions}
     cpu: dict[str, list[float]] = {name: [] for name in actions}
     for index in range(repeat):
         for name, action in actions.items():
+            os.sync()  # untimed: no action pays for flushing another one's dirty pages
             started, started_cpu = time.perf_counter(), time.process_time()
             action(index)
             wall[name].append(time.perf_counter() - started)
