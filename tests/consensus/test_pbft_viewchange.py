@@ -413,10 +413,10 @@ def test_view_change_with_tampered_block_body_is_rejected() -> None:
 def test_a_replica_alone_in_a_later_view_hands_client_transactions_to_the_others() -> None:
     """A backup, cut off, times out into a view no one else asks for; once the link is
     back it stays in that view change (f + 1 are needed to move the others).
-    Transactions its clients submit must still reach the working primary: it forwards
-    them to every member (before, its pool kept them until a view it would never see).
-    (The one submitted while it was cut off was forwarded into the void; retransmitting
-    that is the node's relay of overdue transactions, not the replica's.)"""
+    Once it delivers the others' blocks by state transfer, transactions its clients submit
+    must reach the working primary: it forwards them to every member (before, its pool
+    kept them until a view it would never see), and so do the ones still waiting in its
+    pool, like the one submitted while it was cut off."""
     c = started()
     primary = c.replica(c.ids[0]).primary()
     alone = next(n for n in c.ids if n != primary)
@@ -435,9 +435,16 @@ def test_a_replica_alone_in_a_later_view_hands_client_transactions_to_the_others
     assert lonely.view > view
     assert all(c.replica(n).view == view for n in others)
     c.filter = None
+    # The others keep committing; the lone one delivers their blocks by state transfer.
+    height = c.heights()[alone]
+    busy = [tx(i, b"busy") for i in range(40)]
+    for t in busy:
+        c.submit(others[0], t)
+    assert c.run(lambda: c.heights()[alone] > height, max_time=5_000)
+    assert lonely.mode is Mode.VIEW_CHANGE
     later = [tx(i, b"later") for i in range(3)]
     for t in later:
         c.submit(alone, t)
-    assert c.run(lambda: c.all_committed(later, nodes=others), max_time=5_000)
+    assert c.run(lambda: c.all_committed([lost, *later], nodes=others), max_time=5_000)
     assert all(c.replica(n).view == view for n in others)  # no view change was needed
     assert c.violations == []

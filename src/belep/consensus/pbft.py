@@ -161,8 +161,10 @@ class PbftReplica(PbftCore):
         if self._mode is Mode.NORMAL and self.primary() == self._id:
             self._maybe_propose()
         else:
-            if self._mode is Mode.RECOVERING:
-                return  # the pool keeps it; the view it learns forwards it
+            if self._mode is Mode.RECOVERING or (
+                self._mode is Mode.VIEW_CHANGE and not self._left_behind
+            ):
+                return  # no primary to forward to: the pool keeps it, a new view forwards it
             self._forward.append(tx)
             if len(self._forward) >= self.config.max_batch_size:
                 self._flush_forward()
@@ -180,13 +182,15 @@ class PbftReplica(PbftCore):
             self._fx.append(Send(self.primary(), ForwardRequests(tuple(self._forward))))
         elif self._mode is Mode.NORMAL:
             pass  # this replica became primary: its pool already holds them
-        elif self._mode is Mode.VIEW_CHANGE:
-            # No primary known here (perhaps this replica alone moved to a later view while
-            # the others kept working): as a PBFT client does on a timeout, hand them to
-            # every member; the primary of whatever view the others are in proposes them.
+        elif self._mode is Mode.VIEW_CHANGE and self._left_behind:
+            # This replica moved alone to a later view while the others commit in an earlier
+            # one (it delivered their blocks by state transfer): as a PBFT client does on a
+            # timeout, hand its clients' transactions to every member, where the working
+            # primary takes them. (In an ordinary view change, where nobody commits, they
+            # wait in the pool for the new view, as before: no extra traffic then.)
             self._fx.append(Broadcast(self._others, ForwardRequests(tuple(self._forward))))
         else:
-            return  # recovering: keep them until a view is learnt
+            return  # no primary yet: keep them until a new view is installed
         self._forward = []
 
     def _on_forward(self, sender: NodeId, msg: ForwardRequests) -> None:
@@ -208,6 +212,7 @@ class PbftReplica(PbftCore):
             return
         self._backoff = min(self._backoff + 1, MAX_BACKOFF)
         self._mode = Mode.VIEW_CHANGE
+        self._left_behind = False
         self._view = View(view)
         self._vc_quorum = False
         for _h, slot in self._log.items():
@@ -361,6 +366,7 @@ class PbftReplica(PbftCore):
         """Enter ``nv.view``: adopt its checkpoint, accept its re-proposals, resume."""
         view = nv.view
         self._mode = Mode.NORMAL
+        self._left_behind = False
         self._view = view
         self._last_new_view = nv
         self._vc_quorum = False

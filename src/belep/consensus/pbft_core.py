@@ -193,6 +193,9 @@ class PbftCore:
         self._own_vc: ViewChange | None = None
         self._vcs: dict[NodeId, dict[View, ViewChange]] = {}  # valid view changes, by replica
         self._vc_quorum = False
+        #: Delivered a block (state transfer) while in a view change: the others commit in a
+        #: view this replica is not in, so its clients' transactions go to all of them.
+        self._left_behind = False
         self._vc_stage = 0
         self._last_new_view: NewView | None = None
         self._own_vcs: dict[View, ViewChange] = {}  # recent own view changes, by view
@@ -524,6 +527,20 @@ class PbftCore:
         self._delivered_ts = block.header.timestamp_ms
         self._committed[h] = (block.block_hash, block.header.timestamp_ms)
         self._pool.on_committed(block.transactions)
+        if self._mode is Mode.VIEW_CHANGE and not self._left_behind:
+            # Others commit in a view this replica is not in: from now on its clients'
+            # transactions go to every member (``_flush_forward``), those waiting too.
+            self._left_behind = True
+            cfg = self.config
+            queued = {t.tx_hash for t in self._forward}
+            self._forward.extend(
+                t
+                for t in self._pool.pending_older_than(self._now, cfg.max_batch_size * cfg.window)
+                if t.tx_hash not in queued
+            )
+            if self._forward and not self._forward_armed:
+                self._forward_armed = True
+                self._fx.append(SetTimer(TIMER_FORWARD, cfg.max_batch_wait_ms))
         tracker = self._checkpoints
         if self._voter and tracker.is_checkpoint(h) and h > tracker.stable_height:
             statement = tracker.statement(h, block.block_hash)
