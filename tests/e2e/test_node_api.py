@@ -11,7 +11,7 @@ import httpx
 import pytest
 from harness import free_base_port, make_network
 
-from belep.app.envelope import sign_envelope
+from belep.app.envelope import Envelope, sign_envelope
 from belep.crypto import PrivateKey
 from belep.encoding import encode
 from belep.node.launcher import LocalNetwork
@@ -135,13 +135,15 @@ def test_http_edge(tmp_path: Path) -> None:
             assert 'belep_height{domain="child",role="observer"}' in metrics
             assert "belep_pins_total 1.0" in metrics
 
-            check_admission_control(network, http, key)
+            check_admission_control(network, http, key, envelope)
     finally:
         codes = network.stop()
     assert all(code == 0 for code in codes.values()), codes
 
 
-def check_admission_control(network: LocalNetwork, http: httpx.Client, key: PrivateKey) -> None:
+def check_admission_control(
+    network: LocalNetwork, http: httpx.Client, key: PrivateKey, committed: Envelope
+) -> None:
     """With two of its four voters down the child domain cannot commit: the first
     submission is accepted, and once it has waited longer than the domain's admission
     delay (300 ms) the node refuses more with 503 + Retry-After and accepts nothing of
@@ -166,6 +168,8 @@ def check_admission_control(network: LocalNetwork, http: httpx.Client, key: Priv
     assert batch.status_code == 503, batch.text
     status = http.get(f"{url}/{later.to_transaction().tx_hash.hex()}")
     assert status.status_code == 404  # nothing of a refused request was accepted
+    known = http.post(url, content=committed.encode())  # on the chain: answered even now
+    assert known.status_code == 200, known.text
     metrics = http.get(f"{voter.config.http_url}/metrics", headers=operator).text
     assert 'belep_submissions_refused_total{domain="child",reason="delay"} 2.0' in metrics
     assert 'belep_backlog_transactions{domain="child"} 1.0' in metrics

@@ -82,6 +82,18 @@ def test_refusal(name: str, backlog: Backlog, incoming: int, reason: str | None)
         assert "busy" in found.message
 
 
+def test_a_batch_larger_than_the_rate_bound_is_not_starved() -> None:
+    """At 1,000 tx/s the rate bound is 1,000; a 5,000-transaction batch counts as 500, so
+    it is admitted once the backlog is half empty, not only when it is empty (which under
+    steady load from other clients may never happen)."""
+    policy = AdmissionPolicy(0.5, 100_000)
+    assert refusal(policy, Backlog(500, 0.1, 1000.0), 5_000) is None
+    refused = refusal(policy, Backlog(501, 0.1, 1000.0), 5_000)
+    assert refused is not None
+    assert refused.reason == "rate"
+    assert AdmissionPolicy.for_domain(1000, max_outstanding=10_000_000).max_outstanding == 100_000
+
+
 def test_topology_carries_admission_knobs() -> None:
     text = """
 [network]

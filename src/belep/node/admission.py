@@ -31,7 +31,9 @@ not yet committed (:class:`~belep.node.commits.Backlog`):
   is refused, which bounds memory whatever the rate.
 
 A request that finds the backlog empty is always admitted (up to
-``max_outstanding``), so a node makes progress from a standing start.
+``max_outstanding``), so a node makes progress from a standing start; one
+larger than half the rate bound counts as half of it, so a large batch is
+admitted once the backlog is half empty rather than waiting for it to empty.
 
 A refusal names the reason and how long to wait (about the time the excess
 takes to commit at the recent rate, within 50 ms .. ``max_delay_s``); nothing
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from belep.node.commits import Backlog
+from belep.node.commits import MAX_TRACKED, Backlog
 
 __all__ = ["AdmissionPolicy", "Refusal", "refusal"]
 
@@ -74,9 +76,11 @@ class AdmissionPolicy:
         cls, request_timeout_ms: int, admission_delay_ms: int = 0, max_outstanding: int = 0
     ) -> AdmissionPolicy:
         """The policy of a domain's tuning: ``admission_delay_ms`` 0 = half the request
-        timeout; ``max_outstanding`` 0 = :data:`DEFAULT_MAX_OUTSTANDING`."""
+        timeout; ``max_outstanding`` 0 = :data:`DEFAULT_MAX_OUTSTANDING`, and never more than
+        the tracker remembers (:data:`~belep.node.commits.MAX_TRACKED`)."""
         delay_ms = admission_delay_ms or max(1, request_timeout_ms // 2)
-        return cls(delay_ms / 1000, max_outstanding or DEFAULT_MAX_OUTSTANDING)
+        limit = min(max_outstanding or DEFAULT_MAX_OUTSTANDING, MAX_TRACKED)  # all tracked
+        return cls(delay_ms / 1000, limit)
 
     @property
     def retry_after_ms(self) -> int:
@@ -111,13 +115,16 @@ def refusal(policy: AdmissionPolicy, backlog: Backlog, incoming: int) -> Refusal
             policy.retry_after_for(backlog.count, backlog.commit_rate),
         )
     allowed = max(MIN_BACKLOG, int(backlog.commit_rate * RATE_HORIZON * policy.max_delay_s))
-    if backlog.count and backlog.count + incoming > allowed:
+    # A request larger than half the bound counts as half of it: admitted once the backlog
+    # is at most half full, instead of only when it is empty (never, under steady load).
+    counted = min(incoming, allowed // 2)
+    if backlog.count and backlog.count + counted > allowed:
         return Refusal(
             "rate",
             f"node busy: {backlog.count} transactions uncommitted and {incoming} more would "
             f"take longer than {RATE_HORIZON * policy.max_delay_s * 1000:.0f} ms to commit at the recent "
             f"rate of {backlog.commit_rate:.0f} tx/s",
-            policy.retry_after_for(backlog.count + incoming - allowed, backlog.commit_rate),
+            policy.retry_after_for(backlog.count + counted - allowed, backlog.commit_rate),
         )
     if backlog.count + incoming > policy.max_outstanding:
         return Refusal(

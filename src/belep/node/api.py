@@ -226,6 +226,10 @@ def build_app(node: Node) -> Any:
         payload = await request.body()
         if len(payload) > MAX_TX_SIZE:
             return _error(413, "transaction too large", limit=MAX_TX_SIZE)
+        with contextlib.suppress(ValidationError):  # a resubmission of a committed one:
+            known = _committed(domain, Transaction(payload).tx_hash)  # answered even if busy
+            if known is not None:
+                return JSONResponse(known)
         busy = _busy(domain, 1)
         if busy is not None:
             return busy

@@ -279,7 +279,7 @@ def _tuning(table: Mapping[str, Any], where: str, base: TuningPlan) -> TuningPla
         admission_delay_ms=_int(
             table, "admission_delay_ms", where, base.admission_delay_ms, 0, 600_000
         ),
-        max_outstanding=_int(table, "max_outstanding", where, base.max_outstanding, 0, 10_000_000),
+        max_outstanding=_int(table, "max_outstanding", where, base.max_outstanding, 0, 100_000),
     )
 
 
