@@ -213,6 +213,7 @@ class PbftReplica(PbftCore):
         self._backoff = min(self._backoff + 1, MAX_BACKOFF)
         self._mode = Mode.VIEW_CHANGE
         self._left_behind = False
+        self._vc_started_ms = self._now
         self._view = View(view)
         self._vc_quorum = False
         for _h, slot in self._log.items():

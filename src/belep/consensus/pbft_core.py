@@ -196,6 +196,7 @@ class PbftCore:
         #: Delivered a block (state transfer) while in a view change: the others commit in a
         #: view this replica is not in, so its clients' transactions go to all of them.
         self._left_behind = False
+        self._vc_started_ms = 0
         self._vc_stage = 0
         self._last_new_view: NewView | None = None
         self._own_vcs: dict[View, ViewChange] = {}  # recent own view changes, by view
@@ -527,9 +528,16 @@ class PbftCore:
         self._delivered_ts = block.header.timestamp_ms
         self._committed[h] = (block.block_hash, block.header.timestamp_ms)
         self._pool.on_committed(block.transactions)
-        if self._mode is Mode.VIEW_CHANGE and not self._left_behind:
-            # Others commit in a view this replica is not in: from now on its clients'
-            # transactions go to every member (``_flush_forward``), those waiting too.
+        if (
+            self._mode is Mode.VIEW_CHANGE
+            and not self._left_behind
+            and block.header.timestamp_ms >= self._vc_started_ms
+        ):
+            # Others commit, in a view this replica is not in, blocks proposed after it
+            # entered the view change (an older block fetched while catching up says
+            # nothing): from now on its clients' transactions go to every member
+            # (``_flush_forward``), those waiting too. The proposer's clock only steers
+            # this traffic, never safety.
             self._left_behind = True
             cfg = self.config
             queued = {t.tx_hash for t in self._forward}
