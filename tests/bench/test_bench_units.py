@@ -269,6 +269,17 @@ def test_busy_gate_is_an_aimd_limit_that_honours_retry_after() -> None:
         BusyGate(initial=0)
 
 
+def test_busy_gate_keeps_its_limit_when_a_request_fails() -> None:
+    async def scenario() -> None:
+        gate = BusyGate(initial=4)
+        for _ in range(3):
+            gate.release(await gate.acquire(), None, failed=True)  # e.g. the node is down
+        assert gate.limit == 4
+        assert gate.in_flight == 0
+
+    asyncio.run(scenario())
+
+
 def test_closed_loop_backs_off_a_failing_node() -> None:
     """A stream whose node is down waits between batches instead of spinning through the
     workload (before: 200,000 failed transactions in 14 s against one killed node)."""

@@ -355,7 +355,7 @@ def _retry_after_s(answer: bytes) -> float:
     """The wait a ``503`` answer asks for (``retry_after_ms``), within 0.05..5 s."""
     try:
         wanted = float(json.loads(answer).get("retry_after_ms", 1000)) / 1000
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         wanted = 1.0
     return min(5.0, max(0.05, wanted))
 
@@ -400,10 +400,13 @@ async def _measure(
                 try:
                     status, answer = await lean.post(urls[target], body)
                 except BaseException:
-                    gate.release(sent, None)
+                    gate.release(sent, None, failed=True)
                     raise
                 # 503: admission control accepted nothing of the batch; resend it later.
-                gate.release(sent, _retry_after_s(answer) if status == 503 else None)
+                if status == 503:
+                    gate.release(sent, _retry_after_s(answer))
+                else:
+                    gate.release(sent, None, failed=status not in (200, 202))
                 if status != 503:
                     return replace(_outcome(status, answer, len(batch)), busy=busy)
                 busy += 1

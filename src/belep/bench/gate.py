@@ -72,12 +72,14 @@ class BusyGate:
             raise
         return time.monotonic()
 
-    def release(self, sent_at: float, retry_after_s: float | None) -> None:
-        """The request sent at ``sent_at`` ended: accepted (``None``), or refused with a
-        suggested wait (or failed otherwise: pass ``None`` and no limit changes)."""
+    def release(self, sent_at: float, retry_after_s: float | None, *, failed: bool = False) -> None:
+        """The request sent at ``sent_at`` ended: accepted (``retry_after_s`` None), refused
+        with a suggested wait, or ``failed`` otherwise (an error: the limit stays)."""
         self._in_flight -= 1
         now = time.monotonic()
-        if retry_after_s is None:
+        if failed:
+            pass
+        elif retry_after_s is None:
             self._limit = min(self._maximum, self._limit + 1)
         else:
             if sent_at >= self._decreased_at:
