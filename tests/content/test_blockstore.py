@@ -199,7 +199,7 @@ def test_a_failure_on_the_syncer_thread_pins_nothing_and_leaves_no_temporary(
     assert (store.root / "blocks" / key[-3:-1] / key).is_dir()
 
 
-def test_a_new_store_has_every_shard_directory_and_a_reopened_one_is_left_alone(
+def test_a_store_has_every_shard_directory_and_an_open_completes_a_missing_one(
     tmp_path: Path,
 ) -> None:
     store = Blockstore(tmp_path / "s", sync=False)
@@ -207,9 +207,12 @@ def test_a_new_store_has_every_shard_directory_and_a_reopened_one_is_left_alone(
     assert len(shards) == 1024
     cid = compute_cid(b"x" * 100, version=1, codec=RAW)
     assert block_key(cid)[-3:-1] in shards  # every key falls in a created shard
-    (tmp_path / "s" / "blocks" / block_key(cid)[-3:-1]).rmdir()
-    reopened = Blockstore(tmp_path / "s", sync=False)  # not re-created on open...
-    assert len(list((tmp_path / "s" / "blocks").iterdir())) == 1023
-    with reopened.writer() as writer:  # ...and created again when a block needs it
+    shard = tmp_path / "s" / "blocks" / block_key(cid)[-3:-1]
+    shard.rmdir()  # as if the store's creation had been cut short
+    Blockstore(tmp_path / "s", sync=False)  # the next open completes it
+    assert shard.is_dir()
+    assert len(list((tmp_path / "s" / "blocks").iterdir())) == 1024
+    shard.rmdir()
+    with store.writer() as writer:  # a block needing a missing shard creates it
         writer.put(cid, b"x" * 100)
     assert store.get(cid) == b"x" * 100

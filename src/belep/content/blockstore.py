@@ -88,19 +88,20 @@ class Blockstore:
         self._pins = self.root / "pins"
         self._tmp = self.root / "tmp"
         try:
-            new = not self._blocks.exists()
             for directory in (self._blocks, self._pins, self._tmp):
                 directory.mkdir(parents=True, exist_ok=True)
             (self.root / "lock").touch(exist_ok=True)
-            if new:
-                self._create_shards()
+            if len(os.listdir(self._blocks)) < len(_BASE32) ** 2:
+                self._create_shards()  # a new store, or one whose creation was cut short
         except OSError as exc:
             raise StorageError(f"cannot open blockstore at {self.root}: {exc}") from exc
 
     def _create_shards(self) -> None:
-        """Create all 1024 shard directories of a new store (and make them durable), so
-        that adding a file creates only its block files: directory creation is paid once
-        per store, not in every early add (a 256 MiB file touches ~650 shards)."""
+        """Create the missing ones of the 1024 shard directories (and make them durable),
+        so that adding a file creates only its block files: directory creation is paid
+        once per store, not in every early add (a 256 MiB file touches ~650 shards). Every
+        open checks that all are there (one directory listing), so a creation cut short
+        by a crash is completed by the next open."""
         for first in _BASE32:
             for second in _BASE32:
                 (self._blocks / f"{first}{second}").mkdir(exist_ok=True)
