@@ -66,10 +66,10 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class _Accepted:
-    """One submitted payload: its hash (None if it does not parse), the reason it was
-    refused ("" if accepted), and its commit if it was already on the chain."""
+    """One submitted transaction: its hash, the reason it was refused ("" if accepted),
+    and its commit if it was already on the chain."""
 
-    tx_hash: Digest | None
+    tx_hash: Digest
     error: str
     committed: dict[str, Any] | None = None
 
@@ -149,12 +149,9 @@ def build_app(node: Node) -> Any:
             headers={"Retry-After": str(max(1, -(-refused.retry_after_ms // 1000)))},
         )
 
-    def _accept(domain: DomainId, payload: bytes) -> _Accepted:
-        """Validate and submit one payload (or find it already committed)."""
-        try:
-            tx = Transaction(payload)
-        except ValidationError as exc:
-            return _Accepted(None, str(exc))
+    def _accept(domain: DomainId, tx: Transaction, *, checked: bool = False) -> _Accepted:
+        """Validate and submit one transaction (or find it already committed; ``checked``:
+        the caller has just found it not on the chain, with no await since)."""
         validator = node.validators[domain]
         try:
             validator.check(tx)
@@ -162,7 +159,7 @@ def build_app(node: Node) -> Any:
             validator.remember(tx.tx_hash, False)
             return _Accepted(tx.tx_hash, str(exc))
         validator.remember(tx.tx_hash, True)
-        done = _committed(domain, tx.tx_hash)
+        done = None if checked else _committed(domain, tx.tx_hash)
         if done is None:
             # Not yet committed: track it and hand it to the replica. (A resubmission of a
             # committed one is answered from the chain; tracking it would hold the backlog.)
@@ -195,9 +192,9 @@ def build_app(node: Node) -> Any:
         if wait_ms <= 0:
             return results
         watched = [
-            (i, Digest(a.tx_hash), node.commits.watch(Digest(a.tx_hash)))
+            (i, a.tx_hash, node.commits.watch(a.tx_hash))
             for i, a in enumerate(accepted)
-            if a.committed is None and a.tx_hash is not None
+            if a.committed is None
         ]
         if not watched:
             return results
@@ -226,19 +223,19 @@ def build_app(node: Node) -> Any:
         payload = await request.body()
         if len(payload) > MAX_TX_SIZE:
             return _error(413, "transaction too large", limit=MAX_TX_SIZE)
-        with contextlib.suppress(ValidationError):  # a resubmission of a committed one:
-            known = _committed(domain, Transaction(payload).tx_hash)  # answered even if busy
-            if known is not None:
-                return JSONResponse(known)
+        try:
+            tx = Transaction(payload)
+        except ValidationError as exc:
+            return _error(400, str(exc), tx_hash=None)
+        known = _committed(domain, tx.tx_hash)
+        if known is not None:  # a resubmission of a committed one: answered even if busy
+            return JSONResponse(known)
         busy = _busy(domain, 1)
         if busy is not None:
             return busy
-        accepted = _accept(domain, payload)
+        accepted = _accept(domain, tx, checked=True)
         if accepted.error:
-            tx_hash = accepted.tx_hash
-            return _error(400, accepted.error, tx_hash=None if tx_hash is None else tx_hash.hex())
-        if accepted.tx_hash is None:  # pragma: no cover - _accept returns a hash on success
-            return _error(500, "internal error")
+            return _error(400, accepted.error, tx_hash=accepted.tx_hash.hex())
         (done,) = await _await_commits(domain, [accepted], _wait_ms(request))
         if done is not None:
             return JSONResponse(done)
@@ -273,10 +270,15 @@ def build_app(node: Node) -> Any:
         accepted: list[_Accepted] = []
         rejected = []
         for index, payload in enumerate(payloads):
-            outcome = _accept(domain, payload)
+            try:
+                tx = Transaction(payload)
+            except ValidationError as exc:
+                rejected.append({"index": index, "error": str(exc)})
+                continue
+            outcome = _accept(domain, tx)
             if outcome.error:
                 rejected.append({"index": index, "error": outcome.error})
-            elif outcome.tx_hash is not None:
+            else:
                 accepted.append(outcome)
         wait_ms = _wait_ms(request)
         results = await _await_commits(domain, accepted, wait_ms)
@@ -286,7 +288,7 @@ def build_app(node: Node) -> Any:
         ]
         return JSONResponse(
             {
-                "accepted": [a.tx_hash.hex() for a in accepted if a.tx_hash is not None],
+                "accepted": [a.tx_hash.hex() for a in accepted],
                 "rejected": rejected,
                 "committed": committed if wait_ms else None,
             },
