@@ -37,6 +37,8 @@ from belep.ledger.block import (
     VoteStatement,
     make_block,
 )
+from belep.ledger.certificate import check_quorum_signatures
+from belep.ledger.genesis import Committee, Member
 
 IDS = node_ids(4)
 VOTERS = {m: node_key(m).public_key for m in IDS}
@@ -133,7 +135,7 @@ def test_vote_collector_builds_one_certificate_from_a_quorum() -> None:
     assert qc is not None
     assert qc.signers == (IDS[0], IDS[1], IDS[2])
     assert collector.add(s, IDS[3], b"not even checked") is None  # already certified
-    qc.verify(VOTERS, 3)
+    check_quorum_signatures(qc, voters=VOTERS, quorum=3)
     assert collector.certificate(s) == qc
 
 
@@ -313,10 +315,7 @@ def test_verify_fetched_returns_the_verified_prefix() -> None:
         "next_height": Height(1),
         "prev_hash": GENESIS,
         "domain": DOMAIN,
-        "epoch": Epoch(0),
-        "kind": "commit",
-        "voters": VOTERS,
-        "quorum": 3,
+        "committee": Committee(tuple(Member(m, k) for m, k in VOTERS.items()), 3, "commit"),
         "cache": SignatureCache(),
     }
     good, problem = verify_fetched(blocks, **args)  # type: ignore[arg-type]

@@ -44,8 +44,10 @@ def block(height: int, prev: bytes, tag: bytes = b"x", domain: DomainId = SIM_DO
     )
 
 
-def cert(b: Block, signers: tuple[NodeId, ...] = MEMBERS[:3]) -> QuorumCertificate:
-    s = VoteStatement("commit", b.header.domain, Epoch(0), View(0), b.height, b.block_hash)
+def cert(
+    b: Block, signers: tuple[NodeId, ...] = MEMBERS[:3], kind: str = "commit"
+) -> QuorumCertificate:
+    s = VoteStatement(kind, b.header.domain, Epoch(0), View(0), b.height, b.block_hash)
     return QuorumCertificate(s, tuple((m, KEYS[m].sign(s.signing_bytes())) for m in signers))
 
 
@@ -139,12 +141,17 @@ def test_invalid_certificates_are_caught(case: str) -> None:
     assert checker.height == 0
 
 
-def test_majority_rule_accepts_three_of_four_and_bft_needs_three() -> None:
+def test_majority_rule_accepts_three_of_four_raft_signatures_and_refuses_two() -> None:
     b = chain(1)[0]
-    majority_rule(CONFIG, [], b, cert(b, MEMBERS[:3]))
+    majority_rule(CONFIG, [], b, cert(b, MEMBERS[:3], kind="raft-append"))
     checker = InvariantChecker(CONFIG, majority_rule)
-    violation, _ = checker.check_delivery("n0", [], b, cert(b, MEMBERS[:2]), 0, may_redeliver=False)
+    too_few = cert(b, MEMBERS[:2], kind="raft-append")
+    violation, _ = checker.check_delivery("n0", [], b, too_few, 0, may_redeliver=False)
     assert violation is not None
+    # A commit certificate is not a Raft certificate, however many signed it.
+    violation, _ = checker.check_delivery("n0", [], b, cert(b, MEMBERS), 0, may_redeliver=False)
+    assert violation is not None
+    assert violation.kind == "certificate"
 
 
 def test_redelivery_allowed_only_after_restart_and_only_of_the_same_block() -> None:

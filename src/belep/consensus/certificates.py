@@ -3,13 +3,12 @@
 Owns what every BFT protocol here (PBFT, HPBFT) needs to check each piece of
 evidence once:
 
-* :class:`SignatureCache` — remembers signatures that verified, so a vote seen
-  first on its own and later inside a certificate, a view change or a
-  new-view message is checked by public-key cryptography only once;
-* :func:`verify_certificate` — checks a :class:`QuorumCertificate` against the
-  expected statement shape (kind, domain, epoch) and a voter set with a
-  quorum, through the cache; raises the same typed errors as
-  :meth:`QuorumCertificate.verify`;
+* :func:`verify_certificate` — checks a :class:`QuorumCertificate` a peer sent
+  against the expected statement shape (kind, domain, epoch) and a voter set
+  with a quorum, through the :class:`~belep.ledger.certificate.SignatureCache`
+  (re-exported here), so a vote seen first on its own and later inside a
+  certificate, a view change or a new-view message is checked by public-key
+  cryptography only once;
 * :class:`VoteCollector` — gathers signed votes until a quorum of distinct
   voters signed one statement, then builds the certificate;
 * :class:`BlockBodyCache` — block bodies already checked against their
@@ -34,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 from belep.crypto import PrivateKey, PublicKey
-from belep.errors import InvalidSignature, ProtocolViolation, QuorumNotMet, UnknownSigner
+from belep.errors import InvalidSignature, ProtocolViolation, UnknownSigner
 from belep.ledger.block import (
     Block,
     Digest,
@@ -47,6 +46,7 @@ from belep.ledger.block import (
     View,
     VoteStatement,
 )
+from belep.ledger.certificate import SignatureCache, check_quorum_signatures, check_statement
 
 __all__ = [
     "BlockBodyCache",
@@ -55,39 +55,6 @@ __all__ = [
     "sign_statement",
     "verify_certificate",
 ]
-
-#: Verified signatures remembered per node (each entry is ~200 bytes: ~3 MB in all).
-DEFAULT_CACHE_SIZE = 16_384
-
-
-class SignatureCache:
-    """A bounded memory of ``(key, message, signature)`` triples that verified.
-
-    Only successes are remembered: a bad signature costs a verification each
-    time it is presented, but can never be mistaken for a good one.
-    """
-
-    __slots__ = ("_capacity", "_seen", "hits", "verifications")
-
-    def __init__(self, capacity: int = DEFAULT_CACHE_SIZE) -> None:
-        self._capacity = capacity
-        self._seen: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
-        self.hits = 0
-        self.verifications = 0
-
-    def is_valid(self, key: PublicKey, message: bytes, signature: bytes) -> bool:
-        """True if ``signature`` over ``message`` verifies under ``key``."""
-        entry = (key.raw, message, signature)
-        if entry in self._seen:
-            self.hits += 1
-            return True
-        self.verifications += 1
-        if not key.is_valid_signature(message, signature):
-            return False
-        self._seen[entry] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-        return True
 
 
 def sign_statement(key: PrivateKey, statement: VoteStatement) -> bytes:
@@ -105,40 +72,17 @@ def verify_certificate(
     domain: DomainId | None = None,
     epoch: Epoch | None = None,
 ) -> None:
-    """Check ``certificate``: statement shape, distinct known signers, signatures, quorum.
+    """Check a certificate a peer sent: statement shape, distinct known signers, quorum.
 
-    Raises :class:`ProtocolViolation` for a statement of the wrong kind,
-    domain or epoch; :class:`UnknownSigner`, :class:`QuorumNotMet` or
-    :class:`InvalidSignature` as :meth:`QuorumCertificate.verify` does.
+    The consensus-message form of :mod:`belep.ledger.certificate`: a statement
+    of the wrong kind, domain or epoch is a :class:`ProtocolViolation` by the
+    sender; the signatures are checked by
+    :func:`~belep.ledger.certificate.check_quorum_signatures`. A certificate
+    that commits a *block* is checked by
+    :func:`~belep.ledger.certificate.check_block_certificate` instead.
     """
-    s = certificate.statement
-    where = f"{s.kind} certificate at height {s.height}"
-    if kind is not None and s.kind != kind:
-        raise ProtocolViolation("certificate of the wrong kind", expected=kind, found=s.kind)
-    if domain is not None and s.domain != domain:
-        raise ProtocolViolation("certificate for another domain", expected=domain, found=s.domain)
-    if epoch is not None and s.epoch != epoch:
-        raise ProtocolViolation("certificate for another epoch", expected=epoch, found=s.epoch)
-    if len(certificate.signatures) < quorum:
-        raise QuorumNotMet(
-            "certificate below quorum", expected=quorum, found=len(certificate.signatures)
-        )
-    message = s.signing_bytes()
-    seen: set[NodeId] = set()
-    for signer, signature in certificate.signatures:
-        key = voters.get(signer)
-        if key is None:
-            raise UnknownSigner(
-                "certificate signed by a node outside the voter set",
-                expected=sorted(voters),
-                found=signer,
-                where=where,
-            )
-        if signer in seen:
-            raise QuorumNotMet("certificate counts a signer twice", found=signer, where=where)
-        seen.add(signer)
-        if not cache.is_valid(key, message, signature):
-            raise InvalidSignature(f"invalid signature by {signer}", where=where)
+    check_statement(certificate, kind=kind, domain=domain, epoch=epoch, error=ProtocolViolation)
+    check_quorum_signatures(certificate, voters=voters, quorum=quorum, cache=cache)
 
 
 _Slot = tuple[str, View, Height]

@@ -64,6 +64,7 @@ from belep.ledger.block import (
     View,
     VoteStatement,
 )
+from belep.ledger.genesis import Committee, Member
 
 __all__ = [
     "BUG_FORGET_PREPARED",
@@ -109,6 +110,12 @@ class PbftRules:
     def primary(self, view: int) -> NodeId:
         """The primary of ``view``: ``members[view % n]``."""
         return self.members[view % len(self.members)]
+
+    @property
+    def committee(self) -> Committee:
+        """Who commits blocks (every member, the commit quorum): for the ledger's one check."""
+        members = tuple(Member(node, self.voters[node]) for node in self.members)
+        return Committee(members, self.quorum, COMMIT_KIND, self.epoch)
 
     def statement(self, kind: str, view: View, height: Height, block_hash: Digest) -> VoteStatement:
         return VoteStatement(kind, self.domain, self.epoch, view, height, block_hash)

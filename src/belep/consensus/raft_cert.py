@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from belep.consensus.raft_messages import Term, entry_term
+from belep.consensus.raft_messages import Term
 from belep.crypto import PrivateKey, PublicKey
-from belep.errors import ChainError, ValidationError
+from belep.errors import ValidationError
 from belep.ledger.block import (
     Block,
     Digest,
@@ -43,6 +43,13 @@ from belep.ledger.block import (
     QuorumCertificate,
     VoteStatement,
 )
+from belep.ledger.certificate import (
+    check_block_certificate,
+    check_names_block,
+    check_quorum_signatures,
+    check_statement,
+)
+from belep.ledger.genesis import Committee, Member
 
 #: ``VoteStatement.kind`` of a Raft acknowledgement signature.
 RAFT_CERT_KIND = "raft-append"
@@ -67,64 +74,26 @@ def sign_append(key: PrivateKey, statement: VoteStatement) -> bytes:
     return key.sign(statement.signing_bytes())
 
 
+def raft_committee(voters: Mapping[NodeId, PublicKey]) -> Committee:
+    """Raft's committee: every member, a majority quorum, ``raft-append`` statements, epoch 0."""
+    members = tuple(Member(node, key) for node, key in voters.items())
+    return Committee(members, raft_quorum(len(voters)), RAFT_CERT_KIND, RAFT_EPOCH)
+
+
 def check_certificate_signatures(
     certificate: QuorumCertificate, voters: Mapping[NodeId, PublicKey], domain: DomainId
 ) -> None:
-    """The block-independent half of :func:`verify_raft_certificate`: kind, domain, epoch, signatures."""
-    statement = certificate.statement
-    where = f"height {statement.height}"
-    if statement.kind != RAFT_CERT_KIND:
-        raise ChainError(
-            "not a raft certificate", expected=RAFT_CERT_KIND, found=statement.kind, where=where
-        )
-    if statement.domain != domain:
-        raise ChainError(
-            "certificate for another domain", expected=domain, found=statement.domain, where=where
-        )
-    if statement.epoch != RAFT_EPOCH:
-        raise ChainError(
-            "raft uses epoch 0", expected=RAFT_EPOCH, found=statement.epoch, where=where
-        )
-    certificate.verify(voters, raft_quorum(len(voters)))
+    """The block-independent half of :func:`verify_raft_certificate`: kind, domain, epoch,
+    a majority of valid member signatures."""
+    check_statement(certificate, kind=RAFT_CERT_KIND, domain=domain, epoch=RAFT_EPOCH)
+    check_quorum_signatures(certificate, voters=voters, quorum=raft_quorum(len(voters)))
 
 
 def check_certificate_names(block: Block, certificate: QuorumCertificate) -> None:
-    """The signature-free half: the statement names this block, in a term no older than its own."""
-    statement = certificate.statement
-    header = block.header
-    where = f"height {header.height}"
-    if statement.kind != RAFT_CERT_KIND:
-        raise ChainError(
-            "not a raft certificate", expected=RAFT_CERT_KIND, found=statement.kind, where=where
-        )
-    if statement.domain != header.domain or statement.epoch != header.epoch:
-        raise ChainError(
-            "certificate for another domain or epoch",
-            expected=(header.domain, header.epoch),
-            found=(statement.domain, statement.epoch),
-            where=where,
-        )
-    if statement.height != header.height:
-        raise ChainError(
-            "certificate for another height",
-            expected=header.height,
-            found=statement.height,
-            where=where,
-        )
-    if statement.block_hash != block.block_hash:
-        raise ChainError(
-            "certificate for another block",
-            expected=block.block_hash,
-            found=statement.block_hash,
-            where=where,
-        )
-    if statement.view < entry_term(block):
-        raise ChainError(
-            "certificate term precedes the block's term",
-            expected=f">= {entry_term(block)}",
-            found=statement.view,
-            where=where,
-        )
+    """The signature-free half: the statement names this block, in a term no older than its own
+    (:func:`belep.ledger.certificate.check_names_block`; Raft's term is the view)."""
+    check_names_block(block.header, certificate, RAFT_CERT_KIND)
+    check_statement(certificate, epoch=RAFT_EPOCH)
 
 
 def verify_raft_certificate(
@@ -132,13 +101,10 @@ def verify_raft_certificate(
 ) -> None:
     """Check that ``certificate`` proves ``block`` committed, for the voter set ``voters``.
 
-    Raises :class:`ChainError` if the statement does not name this block
-    (kind, domain, epoch 0, height, hash) or is older than the block's own
-    term, and the errors of :meth:`QuorumCertificate.verify` for unknown
-    signers, bad signatures or fewer than a majority of distinct signers.
+    The ledger's one check (:func:`belep.ledger.certificate.check_block_certificate`)
+    with Raft's committee (:func:`raft_committee`).
     """
-    check_certificate_names(block, certificate)
-    check_certificate_signatures(certificate, voters, block.header.domain)
+    check_block_certificate(block.header, certificate, raft_committee(voters))
 
 
 class AckCollector:
@@ -250,15 +216,17 @@ def accept_fetched_chain(
     certificate does not verify.
     """
     accepted: list[tuple[Block, QuorumCertificate]] = []
+    committee = raft_committee(voters)
     for block, certificate in blocks:
         if block.height <= height:
             continue
         if block.height != height + 1 or block.header.prev_hash != head:
             break
+        if block.header.domain != domain:
+            break
         try:
             block.check_tx_root()
-            check_certificate_names(block, certificate)
-            check_certificate_signatures(certificate, voters, domain)
+            check_block_certificate(block.header, certificate, committee)
         except ValidationError:
             break
         accepted.append((block, certificate))

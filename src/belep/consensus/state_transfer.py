@@ -7,11 +7,11 @@ served them is trusted: every block must
 
 * sit at the next height and link by ``prev_hash`` to the block before it
   (the first one to the replica's last delivered block);
-* belong to the replica's domain and epoch, with transactions matching its
-  ``tx_root``;
-* carry a commit certificate of the expected kind, for this block (height and
-  hash), signed by a quorum of distinct voters (each signature verified, once,
-  through the :class:`~belep.consensus.certificates.SignatureCache`).
+* belong to the replica's domain, with transactions matching its ``tx_root``;
+* carry a certificate that commits it for the replica's committee — the
+  ledger's one check, :func:`belep.ledger.certificate.check_block_certificate`
+  (each signature verified once, through the
+  :class:`~belep.ledger.certificate.SignatureCache`).
 
 The verified prefix is returned with the first problem found (if any): each
 verified block is committed on its own, so a bad block late in a batch does
@@ -22,12 +22,12 @@ This module does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from belep.consensus.certificates import SignatureCache, verify_certificate
-from belep.crypto import PublicKey
 from belep.errors import ChainError, ValidationError
-from belep.ledger.block import Block, Digest, DomainId, Epoch, Height, NodeId, QuorumCertificate
+from belep.ledger.block import Block, Digest, DomainId, Height, QuorumCertificate
+from belep.ledger.certificate import SignatureCache, check_block_certificate
+from belep.ledger.genesis import Committee
 
 __all__ = ["verify_fetched"]
 
@@ -38,10 +38,7 @@ def verify_fetched(
     next_height: Height,
     prev_hash: Digest,
     domain: DomainId,
-    epoch: Epoch,
-    kind: str,
-    voters: Mapping[NodeId, PublicKey],
-    quorum: int,
+    committee: Committee,
     cache: SignatureCache,
 ) -> tuple[list[tuple[Block, QuorumCertificate]], ValidationError | None]:
     """The longest verified prefix of ``fetched`` and the first error after it."""
@@ -56,10 +53,7 @@ def verify_fetched(
                 height=expected_height,
                 prev_hash=expected_prev,
                 domain=domain,
-                epoch=epoch,
-                kind=kind,
-                voters=voters,
-                quorum=quorum,
+                committee=committee,
                 cache=cache,
             )
         except ValidationError as exc:
@@ -77,10 +71,7 @@ def _check_one(
     height: Height,
     prev_hash: Digest,
     domain: DomainId,
-    epoch: Epoch,
-    kind: str,
-    voters: Mapping[NodeId, PublicKey],
-    quorum: int,
+    committee: Committee,
     cache: SignatureCache,
 ) -> None:
     header = block.header
@@ -91,28 +82,9 @@ def _check_one(
         raise ChainError(
             "fetched block does not link", expected=prev_hash, found=header.prev_hash, where=where
         )
-    if header.domain != domain or header.epoch != epoch:
+    if header.domain != domain:
         raise ChainError(
-            "fetched block of another domain or epoch",
-            expected=(domain, epoch),
-            found=(header.domain, header.epoch),
-            where=where,
+            "fetched block of another domain", expected=domain, found=header.domain, where=where
         )
-    statement = certificate.statement
-    if statement.height != header.height or statement.block_hash != block.block_hash:
-        raise ChainError(
-            "certificate certifies another block",
-            expected=(header.height, block.block_hash),
-            found=(statement.height, statement.block_hash),
-            where=where,
-        )
-    verify_certificate(
-        certificate,
-        voters=voters,
-        quorum=quorum,
-        cache=cache,
-        kind=kind,
-        domain=domain,
-        epoch=epoch,
-    )
+    check_block_certificate(header, certificate, committee, cache=cache)
     block.check_tx_root()

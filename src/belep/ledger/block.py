@@ -8,18 +8,17 @@ Invariants:
 * ``Transaction.tx_hash`` = SHA-256 of the transaction's payload bytes.
 * ``BlockHeader.block_hash`` = SHA-256 of the canonical encoding of the header.
 * ``Block.header.tx_root`` = RFC 6962 root over the transactions' payloads.
-* A :class:`QuorumCertificate` certifies one statement (kind, domain, epoch,
-  view, height, block hash); each signature is over
-  :func:`vote_statement` of that statement by a distinct signer.
+* A :class:`QuorumCertificate` carries signatures over one statement (kind,
+  domain, epoch, view, height, block hash), sorted by signer; whether they
+  certify a block for a committee is :mod:`belep.ledger.certificate`'s one check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NewType
 
-from belep.crypto import PublicKey, sha256
+from belep.crypto import sha256
 from belep.encoding import (
     Value,
     decode,
@@ -31,7 +30,7 @@ from belep.encoding import (
     expect_map,
     expect_str,
 )
-from belep.errors import ChainError, InvalidSignature, QuorumNotMet, UnknownSigner
+from belep.errors import ChainError
 from belep.ledger.merkle import compute_root
 
 NodeId = NewType("NodeId", str)
@@ -262,44 +261,6 @@ class QuorumCertificate:
     @property
     def signers(self) -> tuple[NodeId, ...]:
         return tuple(signer for signer, _ in self.signatures)
-
-    def verify(self, voters: Mapping[NodeId, PublicKey], quorum: int) -> None:
-        """Check the certificate against the voter set.
-
-        Raises :class:`UnknownSigner` for a signer outside ``voters``,
-        :class:`QuorumNotMet` for duplicate signers or fewer than ``quorum``
-        distinct signers, and :class:`InvalidSignature` for a bad signature.
-        """
-        message = self.statement.signing_bytes()
-        seen: set[NodeId] = set()
-        for signer, signature in self.signatures:
-            key = voters.get(signer)
-            if key is None:
-                raise UnknownSigner(
-                    "certificate signed by a node outside the voter set",
-                    expected=sorted(voters),
-                    found=signer,
-                    where=f"height {self.statement.height}",
-                )
-            if signer in seen:
-                raise QuorumNotMet(
-                    "certificate counts a signer twice",
-                    found=signer,
-                    where=f"height {self.statement.height}",
-                )
-            seen.add(signer)
-            if not key.is_valid_signature(message, signature):
-                raise InvalidSignature(
-                    f"invalid {self.statement.kind} signature by {signer}",
-                    where=f"height {self.statement.height}",
-                )
-        if len(seen) < quorum:
-            raise QuorumNotMet(
-                f"{self.statement.kind} certificate below quorum",
-                expected=quorum,
-                found=len(seen),
-                where=f"height {self.statement.height}",
-            )
 
     def to_wire(self) -> dict[str, Value]:
         s = self.statement

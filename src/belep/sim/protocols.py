@@ -12,25 +12,34 @@ Known rules:
 
 * ``pbft``: ``n = 3f+1`` members, up to ``f = (n-1)//3`` Byzantine-or-crashed
   members; a delivered block needs a ``commit`` certificate of ``2f+1``
-  distinct member signatures.
+  distinct member signatures, epoch 0.
 * ``hpbft``: the same bound on the seats; certificates need ``2f+1`` seats of the
   epoch that covers the block's height (``belep.consensus.hpbft_verify``).
 * ``raft``: ``n = 2f+1``, up to ``f = (n-1)//2`` *crashed* members, none Byzantine;
   certificates need a majority ``n//2 + 1`` of member signatures on Raft's
-  ``raft-append`` statement (checked by ``belep.consensus.raft_cert``).
-* any other registered protocol: the BFT bound and ``2f+1`` member signatures.
+  ``raft-append`` statement (``belep.consensus.raft_cert.raft_committee``).
+
+Every rule is the ledger's one certificate check
+(:func:`belep.ledger.certificate.check_block_certificate`) with the protocol's
+committee: kind, epoch, domain, height, hash, view order and signatures.
+A registered protocol without a fault model here is refused.
 
 No I/O here.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from belep.consensus.hpbft_verify import make_certificate_rule
+from belep.consensus.raft_cert import raft_committee
+from belep.consensus.registry import PROTOCOLS
 from belep.consensus.types import Block, QuorumCertificate, Replica, ReplicaConfig
-from belep.errors import ChainError, ConfigError
+from belep.errors import ConfigError
+from belep.ledger.certificate import check_block_certificate
+from belep.ledger.config_tx import COMMIT_KIND
+from belep.ledger.genesis import Committee, Member, bft_quorum
 
 __all__ = [
     "CertificateRule",
@@ -40,7 +49,6 @@ __all__ = [
     "bft_rule",
     "get_profile",
     "majority_rule",
-    "verify_block_certificate",
 ]
 
 ReplicaFactory = Callable[[ReplicaConfig, Mapping[str, bytes]], Replica]
@@ -49,40 +57,23 @@ ReplicaFactory = Callable[[ReplicaConfig, Mapping[str, bytes]], Replica]
 CertificateRule = Callable[[ReplicaConfig, Sequence[Block], Block, QuorumCertificate], None]
 
 
-def verify_block_certificate(
-    config: ReplicaConfig, block: Block, certificate: QuorumCertificate, quorum: int
-) -> None:
-    """The certificate names this block (hash, height, domain) and carries ``quorum``
-    valid signatures of distinct members."""
-    s = certificate.statement
-    if s.block_hash != block.block_hash:
-        raise ChainError(
-            "certificate certifies another block",
-            expected=block.block_hash,
-            found=s.block_hash,
-            where=f"height {block.height}",
-        )
-    if s.height != block.height or s.domain != block.header.domain:
-        raise ChainError(
-            "certificate statement does not match the block",
-            expected=(block.header.domain, block.height),
-            found=(s.domain, s.height),
-        )
-    certificate.verify(config.voter_keys(), quorum)
+def _members(config: ReplicaConfig) -> tuple[Member, ...]:
+    return tuple(Member(node, config.keys[node]) for node in config.members)
 
 
 def bft_rule(
     config: ReplicaConfig, _chain: Sequence[Block], block: Block, cert: QuorumCertificate
 ) -> None:
-    """``2f+1`` distinct member signatures."""
-    verify_block_certificate(config, block, cert, config.bft_quorum)
+    """A ``commit`` certificate of ``2f+1`` distinct members (epoch 0): the ledger's one check."""
+    committee = Committee(_members(config), bft_quorum(config.n), COMMIT_KIND)
+    check_block_certificate(block.header, cert, committee)
 
 
 def majority_rule(
     config: ReplicaConfig, _chain: Sequence[Block], block: Block, cert: QuorumCertificate
 ) -> None:
-    """A majority ``n//2 + 1`` of member signatures."""
-    verify_block_certificate(config, block, cert, config.n // 2 + 1)
+    """Raft's certificate: a majority of ``raft-append`` signatures (the ledger's one check)."""
+    check_block_certificate(block.header, cert, raft_committee(config.voter_keys()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,48 +87,6 @@ class ProtocolProfile:
     certificate_rule: CertificateRule
     #: Planted-bug switches the protocol implements (documentation / CLI help only).
     planted_bugs: tuple[str, ...] = ()
-
-
-def _raft_rule() -> CertificateRule:
-    """Raft's own certificate check when its module is present, else a plain majority."""
-    try:
-        module = importlib.import_module("belep.consensus.raft_cert")
-    except ImportError:
-        return majority_rule
-    verify = module.verify_raft_certificate
-
-    def rule(
-        config: ReplicaConfig, _chain: Sequence[Block], block: Block, cert: QuorumCertificate
-    ) -> None:
-        verify(block, cert, config.voter_keys())
-
-    return rule
-
-
-def _hpbft_rule() -> CertificateRule:
-    """HPBFT's own check: ``2f+1`` seats of the epoch covering the height (seats change with
-    committed ``SubstituteSeat`` transactions, see ``belep.consensus.hpbft_verify``)."""
-    module = importlib.import_module("belep.consensus.hpbft_verify")
-    rule: CertificateRule = module.make_certificate_rule()
-    return rule
-
-
-def _pbft_rule() -> CertificateRule:
-    """A PBFT block is proven by a *commit* certificate of ``2f+1`` members."""
-
-    def rule(
-        config: ReplicaConfig, chain: Sequence[Block], block: Block, cert: QuorumCertificate
-    ) -> None:
-        if cert.statement.kind != "commit":
-            raise ChainError(
-                "delivered with a certificate that is not a commit certificate",
-                expected="commit",
-                found=cert.statement.kind,
-                where=f"height {block.height}",
-            )
-        bft_rule(config, chain, block, cert)
-
-    return rule
 
 
 def _bft_f(n: int) -> int:
@@ -154,42 +103,31 @@ _FAULT_MODELS: dict[
     "pbft": (
         True,
         _bft_f,
-        _pbft_rule,
+        lambda: bft_rule,
         ("pbft_prepare_quorum_2f", "pbft_viewchange_forgets_prepared"),
     ),
     "hpbft": (
         True,
         _bft_f,
-        _hpbft_rule,
+        make_certificate_rule,
         ("hpbft_mixed_quorum", "hpbft_standby_vote_before_substitution"),
     ),
-    "raft": (False, _crash_f, _raft_rule, ("raft_truncate_without_conflict",)),
+    "raft": (False, _crash_f, lambda: majority_rule, ("raft_truncate_without_conflict",)),
 }
-
-
-def _registry() -> Mapping[str, ReplicaFactory]:
-    try:
-        module = importlib.import_module("belep.consensus.registry")
-    except ModuleNotFoundError as exc:  # no registry at all; any other error propagates
-        if exc.name != "belep.consensus.registry":
-            raise
-        return {}
-    protocols: Mapping[str, ReplicaFactory] = module.PROTOCOLS
-    return protocols
 
 
 def available_protocols() -> tuple[str, ...]:
     """Protocol names the registry provides, sorted."""
-    return tuple(sorted(_registry()))
+    return tuple(sorted(PROTOCOLS))
 
 
 def get_profile(name: str) -> ProtocolProfile:
     """The profile of a registered protocol; raises :class:`ConfigError`."""
-    factories = _registry()
-    factory = factories.get(name)
+    factory = PROTOCOLS.get(name)
     if factory is None:
-        raise ConfigError("unknown consensus protocol", expected=sorted(factories), found=name)
-    byzantine, max_faulty, make_rule, bugs = _FAULT_MODELS.get(
-        name, (True, _bft_f, lambda: bft_rule, ())
-    )
+        raise ConfigError("unknown consensus protocol", expected=sorted(PROTOCOLS), found=name)
+    model = _FAULT_MODELS.get(name)
+    if model is None:
+        raise ConfigError("no fault model for this protocol in the simulator", found=name)
+    byzantine, max_faulty, make_rule, bugs = model
     return ProtocolProfile(name, factory, byzantine, max_faulty, make_rule(), bugs)
