@@ -473,7 +473,9 @@ def expect_bool(value: Value, what: str) -> bool:
     return value
 
 
-def expect_fields(mapping: dict[Key, Value], what: str, fields: frozenset[str]) -> None:
+def expect_fields(
+    mapping: Mapping[Key, Value] | Mapping[str, Value], what: str, fields: frozenset[str]
+) -> None:
     """Require ``mapping`` to have exactly the keys ``fields``."""
     keys = set(mapping)
     if keys != fields:

@@ -9,15 +9,14 @@ import pytest
 from hpbft_cluster import SEATS, STANDBYS, Cluster, make_config, node_key, tx
 
 from belep.consensus.hpbft import HpbftOptions, HpbftReplica
-from belep.consensus.hpbft_config import (
-    COMMIT_KIND,
+from belep.consensus.hpbft_messages import (
     PREPARE_KIND,
-    ReviveChild,
-    SubstituteSeat,
-    find_config_tx,
-    revive_order_from_block,
+    Certified,
+    NewView,
+    PrePrepare,
+    ReviveNotice,
+    Vote,
 )
-from belep.consensus.hpbft_messages import Certified, NewView, PrePrepare, ReviveNotice, Vote
 from belep.consensus.types import Receive
 from belep.ledger.block import (
     DomainId,
@@ -28,6 +27,14 @@ from belep.ledger.block import (
     View,
     VoteStatement,
     make_block,
+)
+from belep.ledger.config_tx import (
+    COMMIT_KIND,
+    ReviveChild,
+    SubstituteSeat,
+    config_transaction,
+    find_config_tx,
+    revive_order_from_block,
 )
 
 n0, n1, n2, n3 = SEATS
@@ -41,7 +48,7 @@ def test_normal_case_commits_at_seats_and_standbys_with_seat_certificates() -> N
     for i in range(30):
         c.submit(SEATS[i % 4], *(tx(16 * i + j) for j in range(16)))
         c.run(c.now + 8)
-    c.run(c.now + 100)
+    c.run(c.now + 800)  # one block in flight at a time (each waits for its parent's execution)
     heights = c.heights()
     assert min(heights.values()) == max(heights.values()) > 20
     for node in c.nodes:
@@ -203,7 +210,7 @@ def _order(decision: ReviveChild, signers: tuple[NodeId, ...] = STANDBYS):  # ty
         epoch=Epoch(0),
         view=View(0),
         prev_hash=b"\x02" * 32,  # type: ignore[arg-type]
-        transactions=(tx(5), decision.transaction()),
+        transactions=(tx(5), config_transaction(decision, node_key(s0), timestamp_ms=0)),
         timestamp_ms=0,
         proposer=s0,
     )

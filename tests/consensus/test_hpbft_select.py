@@ -9,14 +9,9 @@ import pytest
 from hpbft_cluster import GENESIS, SEATS, STANDBYS, make_config, node_key, tx
 
 from belep.consensus.certificates import SignatureCache
-from belep.consensus.hpbft_config import (
-    PREPARE_KIND,
-    ReviveChild,
-    SubstituteSeat,
-    revive_order_from_block,
-)
 from belep.consensus.hpbft_messages import (
     HPBFT_MESSAGES,
+    PREPARE_KIND,
     Certified,
     Checkpoint,
     EpochHint,
@@ -54,6 +49,12 @@ from belep.ledger.block import (
     View,
     VoteStatement,
     make_block,
+)
+from belep.ledger.config_tx import (
+    ReviveChild,
+    SubstituteSeat,
+    config_transaction,
+    revive_order_from_block,
 )
 
 n0, n1, n2, n3 = SEATS
@@ -151,7 +152,7 @@ def test_the_walk_stops_after_a_configuration_block() -> None:
         epoch=Epoch(0),
         view=View(0),
         prev_hash=A1.block_hash,
-        transactions=(change.transaction(),),
+        transactions=(config_transaction(change, node_key(n0), timestamp_ms=2),),
         timestamp_ms=2,
         proposer=n0,
     )
@@ -212,7 +213,7 @@ def _all_messages() -> list[object]:
         epoch=Epoch(0),
         view=View(0),
         prev_hash=GENESIS,
-        transactions=(decision.transaction(),),
+        transactions=(config_transaction(decision, node_key(s0), timestamp_ms=0),),
         timestamp_ms=0,
         proposer=s0,
     )

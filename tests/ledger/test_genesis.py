@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from belep.crypto import PrivateKey
-from belep.errors import ConfigError, ValidationError
-from belep.ledger.block import DomainId, Height, NodeId
+from belep.errors import ChainError, ConfigError, ValidationError
+from belep.ledger.block import DomainId, NodeId
 from belep.ledger.builder import committee_keys, make_genesis
+from belep.ledger.config import history_from_genesis
 from belep.ledger.genesis import (
     Genesis,
     Member,
-    committee_at,
     quorum_size,
     read_genesis,
     write_genesis,
@@ -116,14 +116,18 @@ def test_quorum_sizes(rule: str, sizes: list[int]) -> None:
     assert [quorum_size(rule, n) for n in range(1, 11)] == sizes
 
 
-def test_committee_comes_from_genesis(genesis: Genesis) -> None:
-    committee = committee_at(genesis, Height(1))
-    assert committee == committee_at(genesis, Height(10**6))
+def test_a_pbft_committee_comes_from_the_genesis_at_every_height(genesis: Genesis) -> None:
+    history = history_from_genesis(genesis)
+    committee = history.committee(1, 0)
+    assert committee == history.committee(10**6, 0) == genesis.committee()
     assert committee.quorum == 3
-    assert committee.commit_kind == "commit"
+    assert (committee.commit_kind, committee.epoch) == ("commit", 0)
     assert committee.node_ids == tuple(m.node_id for m in genesis.voters)
-    with pytest.raises(ConfigError):
-        committee_at(genesis, Height(0))
+    assert not genesis.reconfigurable
+    with pytest.raises(ChainError):
+        history.committee(0, 0)  # nothing is certified at the genesis
+    with pytest.raises(ChainError):
+        history.committee(1, 1)  # an epoch that never began
 
 
 def test_raft_genesis_uses_majority_and_its_commit_kind() -> None:

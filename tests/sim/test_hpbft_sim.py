@@ -17,15 +17,14 @@ from dataclasses import replace
 import pytest
 
 from belep.consensus.hpbft import HpbftOptions, HpbftReplica, make_hpbft_factory
-from belep.consensus.hpbft_config import (
-    COMMIT_KIND,
-    PREPARE_KIND,
-    ReviveChild,
-    ReviveOrder,
-    revive_order_from_block,
-)
 from belep.consensus.hpbft_core import BUG_MIXED_QUORUM, BUG_STANDBY_VOTE
-from belep.consensus.hpbft_messages import Certified, PrePrepare, ReviveNotice, Vote
+from belep.consensus.hpbft_messages import (
+    PREPARE_KIND,
+    Certified,
+    PrePrepare,
+    ReviveNotice,
+    Vote,
+)
 from belep.consensus.hpbft_verify import make_certificate_rule
 from belep.consensus.types import (
     Broadcast,
@@ -47,6 +46,13 @@ from belep.ledger.block import (
     View,
     VoteStatement,
     make_block,
+)
+from belep.ledger.config_tx import (
+    COMMIT_KIND,
+    ReviveChild,
+    ReviveOrder,
+    config_transaction,
+    revive_order_from_block,
 )
 from belep.sim.engine import SIM_DOMAIN, sim_key
 from belep.sim.model import (
@@ -346,7 +352,7 @@ def parent_order(failed: tuple[str, ...], seats: tuple[str, ...]) -> ReviveOrder
         epoch=Epoch(0),
         view=View(0),
         prev_hash=b"\x01" * 32,  # type: ignore[arg-type]
-        transactions=(decision.transaction(),),
+        transactions=(config_transaction(decision, sim_key(NodeId("s0")), timestamp_ms=0),),
         timestamp_ms=0,
         proposer=NodeId("s0"),
     )

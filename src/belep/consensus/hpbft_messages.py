@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from belep.consensus.hpbft_config import ReviveOrder
 from belep.consensus.messages import (
     block_from_wire,
     certificate_from_wire,
@@ -50,9 +49,15 @@ from belep.ledger.block import (
     View,
     VoteStatement,
 )
+from belep.ledger.config_tx import COMMIT_KIND, ReviveOrder
+
+#: Vote and certificate kinds of HPBFT (the commit kind is the ledger's, ``COMMIT_KIND``).
+PREPARE_KIND = "prepare"
 
 __all__ = [
+    "COMMIT_KIND",
     "HPBFT_MESSAGES",
+    "PREPARE_KIND",
     "Certified",
     "Checkpoint",
     "EpochHint",

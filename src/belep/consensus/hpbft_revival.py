@@ -30,14 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from belep.consensus.hpbft_config import (
-    RevivalRecord,
-    ReviveOrder,
-    check_revival,
-    decode_config_tx,
-    find_config_tx,
-    is_config_payload,
-)
 from belep.consensus.hpbft_core import (
     HpbftOptions,
 )
@@ -62,6 +54,16 @@ from belep.consensus.types import (
 from belep.crypto import PublicKey
 from belep.errors import ChainError, ProtocolViolation, QuorumNotMet, ValidationError
 from belep.ledger.block import DomainId, Height, NodeId, View
+from belep.ledger.config import (
+    check_revival,
+)
+from belep.ledger.config_tx import (
+    RevivalRecord,
+    ReviveOrder,
+    decode_config_tx,
+    find_config_tx,
+    is_config_payload,
+)
 
 __all__ = ["HpbftRevival"]
 
@@ -86,9 +88,7 @@ class HpbftRevival(HpbftViewChange):
         self._pending_notice: ReviveOrder | None = None
         super().__init__(config, persisted, options)
         if REVIVAL_KEY in persisted:
-            change = decode_config_tx(persisted[REVIVAL_KEY])
-            if isinstance(change, RevivalRecord):
-                self._revival_record = change
+            self._revival_record = RevivalRecord.decode(persisted[REVIVAL_KEY])
 
     # -- revival -----------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class HpbftRevival(HpbftViewChange):
         self._count("revived")
         self.history = self.history.with_revival(record)
         self._revival_record = record
-        self._persist(REVIVAL_KEY, record.payload())
+        self._persist(REVIVAL_KEY, record.encode())
         self._reviving = None
         self._revive_reports = {}
         self._revive_complete_ms = None
@@ -357,7 +357,7 @@ class HpbftRevival(HpbftViewChange):
         """Catch up into a revived epoch learned from fetched blocks."""
         self.history = self.history.with_revival(record)
         self._revival_record = record
-        self._persist(REVIVAL_KEY, record.payload())
+        self._persist(REVIVAL_KEY, record.encode())
         self._reviving = None
         self._base = (record.base_height, record.base_hash)
         self.view = View(0)

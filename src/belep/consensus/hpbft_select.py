@@ -37,11 +37,17 @@ from dataclasses import dataclass
 
 from belep.consensus.certificates import SignatureCache, verify_certificate
 from belep.consensus.checkpoints import CHECKPOINT_KIND
-from belep.consensus.hpbft_config import PREPARE_KIND, find_config_tx
-from belep.consensus.hpbft_messages import ReviveReport, ViewChange
+from belep.consensus.hpbft_messages import (
+    PREPARE_KIND,
+    ReviveReport,
+    ViewChange,
+)
 from belep.crypto import PublicKey
 from belep.errors import ChainError, InvalidSignature, ProtocolViolation, UnknownSigner
 from belep.ledger.block import Block, Digest, DomainId, Epoch, Height, NodeId, QuorumCertificate
+from belep.ledger.config_tx import (
+    find_config_tx,
+)
 
 __all__ = ["Designation", "check_report", "select_chain"]
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from belep.consensus.hpbft_config import ConfigHistory, EpochConfig, ReviveOrder
 from belep.encoding import (
     Value,
     decode,
@@ -52,6 +51,13 @@ from belep.ledger.block import (
     NodeId,
     QuorumCertificate,
     View,
+)
+from belep.ledger.config import (
+    ConfigHistory,
+    EpochConfig,
+)
+from belep.ledger.config_tx import (
+    ReviveOrder,
 )
 
 __all__ = [

@@ -30,12 +30,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 
-from belep.consensus.hpbft_config import (
-    SubstituteSeat,
-    find_config_tx,
-)
 from belep.consensus.hpbft_core import (
     HpbftOptions,
+    changes_epoch,
 )
 from belep.consensus.hpbft_messages import (
     Forward,
@@ -57,6 +54,10 @@ from belep.consensus.types import (
 from belep.crypto import PublicKey
 from belep.errors import ProtocolViolation, QuorumNotMet, ValidationError
 from belep.ledger.block import Height, NodeId, View
+from belep.ledger.config_tx import (
+    SubstituteSeat,
+    config_transaction,
+)
 
 __all__ = ["HpbftViewChange"]
 
@@ -356,7 +357,7 @@ class HpbftViewChange(HpbftNormalCase):
             self._designated[block.height] = block.block_hash
         self._designated_top = designation.top
         self._next_height = Height(max(designation.top, self.delivered_height) + 1)
-        if designation.blocks and find_config_tx(designation.blocks[-1]) is not None:
+        if designation.blocks and changes_epoch(designation.blocks[-1]):
             self._config_pending = True
         keep = [tx for block in designation.blocks for tx in block.transactions]
         self._pool.requeue_proposed(keep)
@@ -370,11 +371,12 @@ class HpbftViewChange(HpbftNormalCase):
     # -- substitution (primary) ----------------------------------------------------------
 
     def _config_tx_for(self, height: Height) -> Transaction | None:
+        """The configuration change the next block must carry, signed by this proposer."""
         record = self._expected_revival_record(height)
-        if record is not None:
-            return record.transaction()
-        change = self._substitution_due()
-        return None if change is None else change.transaction()
+        change = record if record is not None else self._substitution_due()
+        if change is None:
+            return None
+        return config_transaction(change, self.config.private_key, timestamp_ms=self._now)
 
     def _substitution_due(self) -> SubstituteSeat | None:
         cfg = self.history.current

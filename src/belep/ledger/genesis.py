@@ -16,10 +16,10 @@ Invariants (checked on construction, so an invalid genesis cannot exist):
 * the quorum rule fits the protocol (``bft`` for pbft/hpbft, ``majority``
   for raft).
 
-:func:`committee_at` is the one place chain verification asks which voters
-and quorum certify the block at a height. Today every height is answered
-from the genesis; configuration changes (HPBFT ``SubstituteSeat``, key
-rotation) will answer it from the configuration history instead.
+:meth:`Genesis.committee` is the committee of epoch 0; which committee
+certifies a later height is the configuration history's answer
+(:mod:`belep.ledger.config`), replayed over the chain's configuration
+transactions.
 
 Only :func:`read_genesis` and :func:`write_genesis` do I/O (a file).
 """
@@ -46,7 +46,7 @@ from belep.encoding import (
     expect_str,
 )
 from belep.errors import ConfigError, EncodingError, StorageError, ValidationError
-from belep.ledger.block import Digest, DomainId, Height, NodeId
+from belep.ledger.block import Digest, DomainId, Epoch, NodeId
 
 GENESIS_FORMAT = "belep-genesis-v1"
 
@@ -58,7 +58,16 @@ PROTOCOLS: Mapping[str, tuple[str, str]] = {
     "hpbft": ("bft", "commit"),
     "raft": ("majority", "raft-append"),
 }
+#: Protocols whose committee changes by configuration transactions (``ledger/config.py``).
+RECONFIGURABLE = frozenset({"hpbft"})
+#: Protocols whose leader must propose the first block of its term (view) before the block
+#: below it is committed (Raft commits an earlier term's entries only through one of its own,
+#: thesis §3.6.2): that block may carry an unknown state root (``ledger/execution.py``).
+TERM_START_ROOT_UNKNOWN = frozenset({"raft"})
 QUORUM_RULES = frozenset({"bft", "majority"})
+
+#: The configuration epoch the genesis committee forms.
+GENESIS_EPOCH = Epoch(0)
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FIELDS = frozenset(
@@ -131,11 +140,13 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class Committee:
-    """The voters whose certificates commit blocks at some height, and the quorum."""
+    """The voters whose certificates commit blocks at some height, the quorum, the
+    certificate kind that commits a block, and the configuration epoch they form."""
 
     members: tuple[Member, ...]
     quorum: int
     commit_kind: str
+    epoch: Epoch = GENESIS_EPOCH
     keys: dict[NodeId, PublicKey] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -211,6 +222,16 @@ class Genesis:
     @property
     def commit_kind(self) -> str:
         return PROTOCOLS[self.protocol][1]
+
+    @property
+    def reconfigurable(self) -> bool:
+        """Does the committee change by configuration transactions (HPBFT seats)?"""
+        return self.protocol in RECONFIGURABLE
+
+    @property
+    def term_start_root_unknown(self) -> bool:
+        """May the first block of a view carry an unknown state root (Raft)?"""
+        return self.protocol in TERM_START_ROOT_UNKNOWN
 
     def committee(self) -> Committee:
         return Committee(self.voters, self.quorum, self.commit_kind)
@@ -290,17 +311,6 @@ class Genesis:
                 "genesis is not valid JSON", found=exc.msg, where=f"line {exc.lineno}"
             ) from exc
         return cls.from_wire(_json_to_value(value))
-
-
-def committee_at(genesis: Genesis, height: Height) -> Committee:
-    """The committee whose certificate commits the block at ``height``.
-
-    The seam for configuration changes: today the genesis committee certifies
-    every height.
-    """
-    if height < 1:
-        raise ConfigError("no block is certified at this height", expected=">= 1", found=height)
-    return genesis.committee()
 
 
 # --------------------------------------------------------------------------

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from belep.app.envelope import Envelope, EnvelopeValidator, parse_envelope, sign_envelope
 from belep.crypto import PrivateKey
 from belep.encoding import decode, encode
 from belep.errors import InvalidSignature, SchemaError, ValidationError
 from belep.ledger.block import Transaction
+from belep.ledger.envelope import Envelope, EnvelopeValidator, parse_envelope, sign_envelope
 
 KEY = PrivateKey.from_seed(b"k" * 32)
 OTHER = PrivateKey.from_seed(b"o" * 32)
