@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey, sha256
 from belep.ledger.block import NodeId
 from belep.ledger.builder import ChainBuilder, committee_keys, make_genesis
@@ -45,10 +46,10 @@ def build_chain(
     def factory(blocks: int = 10, txs: int = 5, name: str = "chain.sqlite3") -> tuple[BlockStore, ChainBuilder]:  # fmt: skip
         store = BlockStore.open(tmp_path / name, genesis)
         opened.append(store)
-        builder = ChainBuilder(genesis, keys)
+        builder = ChainBuilder(genesis, keys, application=BelepApplication())
         for h in range(1, blocks + 1):
             block, qc = builder.next_block(sample_payloads(h, txs), timestamp_ms=1_000 * h)
-            store.append(block, qc, verify_qc=True)
+            store.append(block, qc, committee=genesis.committee())
         return store, builder
 
     yield factory

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from belep.app.machine import BelepApplication
 from belep.crypto import sha256
 from belep.ledger.builder import ChainBuilder, committee_keys
 from belep.ledger.datadir import DomainDir
@@ -34,9 +35,8 @@ def main() -> None:
     genesis = read_genesis(domain.genesis_path)
     with BlockStore.open(domain.chain_path, genesis) as store:
         tip = store.tip()
-        builder = ChainBuilder(
-            genesis, committee_keys("v", 4), height=tip.height, tip_hash=tip.block_hash
-        )
+        builder = ChainBuilder(genesis, committee_keys("v", 4), application=BelepApplication())
+        builder.follow(block for block, _ in store.iter_committed(1, tip.height))
         for _ in range(limit):
             height = builder.height + 1
             block, qc = builder.next_block(payloads(height), timestamp_ms=height)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from belep.app.machine import BelepApplication
 from belep.cli import app
 from belep.crypto import PrivateKey
 from belep.ledger.block import NodeId
@@ -26,7 +27,7 @@ runner = CliRunner()
 def make_domain(directory: DomainDir, genesis: Genesis, keys: dict[NodeId, PrivateKey], blocks: int = 5) -> None:  # fmt: skip
     directory.root.mkdir(parents=True, exist_ok=True)
     write_genesis(directory.genesis_path, genesis)
-    builder = ChainBuilder(genesis, keys)
+    builder = ChainBuilder(genesis, keys, application=BelepApplication())
     with BlockStore.open(directory.chain_path, genesis) as store:
         for h in range(1, blocks + 1):
             store.append(*builder.next_block(sample_payloads(h, 3), timestamp_ms=h))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey
 from belep.encoding import encode
 from belep.errors import (
@@ -147,13 +148,13 @@ def test_append_refuses_and_changes_nothing(
     if needs_sig_check:
         bad_block, bad_qc = mutate(good, qc, builder)
         with pytest.raises(error):
-            store.append(bad_block, bad_qc, verify_qc=True)
+            store.append(bad_block, bad_qc, committee=builder.genesis.committee())
         store.append(bad_block, bad_qc)  # without the flag the consensus layer is trusted
         return
     builder.tip_hash = good.header.prev_hash  # certify() does not depend on the tip
     bad_block, bad_qc = mutate(good, qc, builder)
     with pytest.raises(error) as info:
-        store.append(bad_block, bad_qc, verify_qc=True)
+        store.append(bad_block, bad_qc, committee=builder.genesis.committee())
     assert info.value.expected is not None or info.value.found is not None
     assert counts(store) == before
     store.append(good, qc)  # the store still accepts the right block
@@ -179,7 +180,8 @@ def test_reopen_continues_from_tip(tmp_path: Path, build_chain: ChainFactory, ge
     store.close()
     with BlockStore.open(tmp_path / "chain.sqlite3", genesis) as again:
         assert again.tip() == tip
-        builder = ChainBuilder(genesis, keys, height=tip.height, tip_hash=tip.block_hash)
+        builder = ChainBuilder(genesis, keys, application=BelepApplication())
+        builder.follow(block for block, _ in again.iter_committed(1))
         again.append(*builder.next_block([b"after reopen"], timestamp_ms=9))
         assert again.tip().height == 5
 
@@ -213,7 +215,8 @@ def test_reader_sees_each_append_atomically(tmp_path: Path, build_chain: ChainFa
         assert reader.tip().height == 1
         with pytest.raises(StorageError, match="read-only"):
             reader.append(*builder.next_block([b"x"], timestamp_ms=2))
-        builder = ChainBuilder(genesis, builder.keys, height=1, tip_hash=writer.tip().block_hash)
+        builder = ChainBuilder(genesis, builder.keys, application=BelepApplication())
+        builder.follow(block for block, _ in writer.iter_committed(1))
         for h in range(2, 5):
             writer.append(*builder.next_block(sample_payloads(h, 2), timestamp_ms=h))
             assert reader.tip().height == h

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey, sha256
 from belep.encoding import decode, encode
-from belep.ledger.block import Block, BlockHeader, NodeId, QuorumCertificate
+from belep.ledger.block import Block, BlockHeader, NodeId, QuorumCertificate, Transaction
 from belep.ledger.builder import ChainBuilder, committee_keys, make_genesis
-from belep.ledger.genesis import Committee, Genesis
+from belep.ledger.execution import BlockContext, StateView, TxResult, Writes
+from belep.ledger.genesis import Genesis
 from belep.ledger.verify import StoredBlock, StoredTx, verify_chain
 
 from .conftest import ChainFactory, sample_payloads
@@ -170,20 +172,29 @@ def test_signature_checks_can_be_skipped(tmp_path: Path, build_chain: ChainFacto
     assert not verify_chain(store, genesis).ok
 
 
-def test_committee_source_is_asked_per_height(build_chain: ChainFactory, genesis: Genesis) -> None:
-    store, _ = build_chain(blocks=4, txs=1)
-    asked: list[int] = []
-    real = genesis.committee()
+class _Diverging:
+    """An application that decides one transaction differently from the BELEP one."""
 
-    def source(height: int) -> Committee:
-        asked.append(height)
-        # From height 3 on, pretend a configuration change raised the quorum to 4.
-        return real if height < 3 else Committee(real.members, 4, real.commit_kind)
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.inner = BelepApplication()
 
-    report = verify_chain(store, genesis, committee_source=source)  # type: ignore[arg-type]
-    assert asked == [1, 2, 3]
+    def apply_transaction(self, state: StateView, tx: Transaction, context: BlockContext) -> tuple[TxResult, Writes]:  # fmt: skip
+        if tx.payload == self.payload:
+            return TxResult("other-rule"), {}
+        return self.inner.apply_transaction(state, tx, context)
+
+
+def test_re_execution_checks_every_state_root(build_chain: ChainFactory, genesis: Genesis) -> None:
+    store, _ = build_chain(blocks=4, txs=2)
+    assert verify_chain(store, genesis, application=BelepApplication()).ok
+    # A verifier whose rules differ at block 2 is told at block 3, whose header carries
+    # the state root after block 2.
+    second = store.get_block(2).transactions[0].payload
+    report = verify_chain(store, genesis, application=_Diverging(second))
     assert report.finding is not None
-    assert (report.finding.height, report.finding.check) == (3, "qc-signatures")
+    assert (report.finding.height, report.finding.check) == (3, "state-root")
+    assert report.blocks == 2
 
 
 # --------------------------------------------------------------------------
@@ -217,7 +228,7 @@ class MemoryChain:
 
 
 def test_in_memory_reader(genesis: Genesis, keys: dict[NodeId, PrivateKey]) -> None:
-    builder = ChainBuilder(genesis, keys)
+    builder = ChainBuilder(genesis, keys, application=BelepApplication())
     blocks = [builder.next_block(sample_payloads(h, 3), timestamp_ms=h) for h in range(1, 6)]
     assert verify_chain(MemoryChain(genesis.genesis_hash, blocks), genesis).ok
     other = make_genesis("station-1", committee_keys("w", 4))
@@ -239,7 +250,7 @@ def test_empty_chain_verifies(genesis: Genesis) -> None:
 def test_signed_by_a_committee_that_is_not_ours(genesis: Genesis) -> None:
     impostors = committee_keys("v", 4)  # same names as the real voters, other keys?
     impostors = {n: PrivateKey.from_seed(sha256(b"other" + n.encode())) for n in impostors}
-    builder = ChainBuilder(genesis, impostors)
+    builder = ChainBuilder(genesis, impostors, application=BelepApplication())
     blocks = [builder.next_block([b"forged"], timestamp_ms=1)]
     report = verify_chain(MemoryChain(genesis.genesis_hash, blocks), genesis)
     assert report.finding is not None

@@ -1,9 +1,14 @@
-"""Build certified blocks for a committee whose private keys are at hand.
+"""Building blocks: the one block builder, and certified chains without consensus.
 
-For demos, benchmarks, tests and simulations — anywhere a chain is made
-without running consensus. :class:`ChainBuilder` produces, block after block,
-exactly what consensus would deliver: a block extending the previous one and
-a commit certificate signed by a quorum of the genesis voters.
+* :func:`build_block` — how every proposer (PBFT, HPBFT, Raft, and
+  :class:`ChainBuilder`) makes a block: the transactions root over the batch,
+  the state root after the parent (``ledger/execution.py``), a timestamp that
+  never goes back before the parent's;
+* :class:`ChainBuilder` — for demos, benchmarks, tests and simulations,
+  anywhere a chain is made without running consensus: block after block,
+  exactly what consensus would deliver — a block extending the previous one,
+  its state root from executing the chain with an application, and a commit
+  certificate signed by a quorum of the genesis voters.
 
 Pure: keys and timestamps are inputs (:func:`committee_keys` derives keys
 from a label, for reproducible runs; pass fresh keys for real ones).
@@ -11,7 +16,7 @@ from a label, for reproducible runs; pass fresh keys for real ones).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from belep.crypto import DEFAULT_SUITE, PrivateKey, sha256
 from belep.ledger.block import (
@@ -27,7 +32,41 @@ from belep.ledger.block import (
     VoteStatement,
     make_block,
 )
+from belep.ledger.execution import Application, ChainExecutor, MemoryState, StateStore
 from belep.ledger.genesis import Genesis, Member
+
+
+def build_block(
+    *,
+    domain: DomainId,
+    height: int,
+    epoch: int,
+    view: int,
+    parent_hash: bytes,
+    parent_timestamp_ms: int | None,
+    transactions: tuple[Transaction, ...],
+    now_ms: int,
+    proposer: NodeId,
+    state_root: bytes,
+) -> Block:
+    """The block a proposer makes at ``height`` on top of ``parent_hash``.
+
+    ``state_root`` is the execution root after the parent
+    (:func:`~belep.ledger.execution.check_state_root`); the timestamp is the
+    proposer's clock, but never before the parent's (``None``: unknown, e.g.
+    the genesis or a checkpoint).
+    """
+    return make_block(
+        domain=domain,
+        height=Height(height),
+        epoch=Epoch(epoch),
+        view=View(view),
+        prev_hash=Digest(parent_hash),
+        transactions=transactions,
+        timestamp_ms=max(now_ms, parent_timestamp_ms or 0),
+        proposer=proposer,
+        state_root=Digest(state_root),
+    )
 
 
 def committee_keys(label: str, count: int, suite: str = DEFAULT_SUITE) -> dict[NodeId, PrivateKey]:
@@ -61,25 +100,46 @@ def make_genesis(
 
 
 class ChainBuilder:
-    """Makes the next certified block of a chain, given its genesis and voter keys."""
+    """Makes the next certified block of a chain, given its genesis and voter keys.
 
-    __slots__ = ("genesis", "height", "keys", "signers", "tip_hash")
+    ``application`` executes each block (its state root goes into the next
+    block); pass the rules the chain will be verified with.
+    """
+
+    __slots__ = ("executor", "genesis", "height", "keys", "signers", "tip_hash", "tip_timestamp_ms")
 
     def __init__(
         self,
         genesis: Genesis,
         keys: Mapping[NodeId, PrivateKey],
         *,
+        application: Application,
+        state: StateStore | None = None,
         signers: Sequence[NodeId] | None = None,
-        height: int = 0,
-        tip_hash: bytes | None = None,
     ) -> None:
         self.genesis = genesis
         self.keys = dict(keys)
         quorum = genesis.committee().node_ids[: genesis.quorum]
         self.signers = tuple(signers) if signers is not None else quorum
-        self.height = Height(height)
-        self.tip_hash = Digest(tip_hash if tip_hash is not None else genesis.genesis_hash)
+        self.height = Height(0)
+        self.tip_hash = genesis.genesis_hash
+        self.tip_timestamp_ms: int | None = None
+        self.executor = ChainExecutor.from_genesis(
+            application,
+            MemoryState() if state is None else state,
+            genesis.genesis_hash,
+            term_start_root_unknown=genesis.term_start_root_unknown,
+        )
+
+    def follow(self, blocks: Iterable[Block]) -> ChainBuilder:
+        """Take ``blocks`` (the chain's next blocks, e.g. read back from a store) as the
+        tip, executing them; returns ``self``. Raises if they do not extend the tip."""
+        for block in blocks:
+            self.executor.execute(block)
+            self.height = block.height
+            self.tip_hash = block.block_hash
+            self.tip_timestamp_ms = block.header.timestamp_ms
+        return self
 
     def certify(self, block: Block, *, view: int | None = None) -> QuorumCertificate:
         """A commit certificate for ``block`` signed by :attr:`signers`."""
@@ -106,19 +166,23 @@ class ChainBuilder:
         epoch: int = 0,
         proposer: NodeId | None = None,
     ) -> tuple[Block, QuorumCertificate]:
-        """The block after the current tip, certified; advances the tip."""
+        """The block after the current tip, executed and certified; advances the tip."""
         voters = self.genesis.committee().node_ids
-        block = make_block(
+        block = build_block(
             domain=self.genesis.domain,
-            height=Height(self.height + 1),
-            epoch=Epoch(epoch),
-            view=View(view),
-            prev_hash=self.tip_hash,
+            height=self.height + 1,
+            epoch=epoch,
+            view=view,
+            parent_hash=self.tip_hash,
+            parent_timestamp_ms=self.tip_timestamp_ms,
             transactions=tuple(Transaction(p) for p in payloads),
-            timestamp_ms=timestamp_ms,
+            now_ms=timestamp_ms,
             proposer=proposer or voters[view % len(voters)],
+            state_root=self.executor.root,
         )
+        self.executor.execute(block)
         qc = self.certify(block)
         self.height = block.height
         self.tip_hash = block.block_hash
+        self.tip_timestamp_ms = block.header.timestamp_ms
         return block, qc

@@ -36,7 +36,7 @@ from several threads; give each thread its own or serialise access.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +60,10 @@ from belep.ledger.block import (
     QuorumCertificate,
     Transaction,
 )
-from belep.ledger.genesis import Committee, Genesis, committee_at
+from belep.ledger.certificate import check_block_certificate, check_names_block
+from belep.ledger.genesis import Committee, Genesis
 from belep.ledger.merkle import InclusionProof, hash_leaf, inclusion_proof
-from belep.ledger.verify import (
-    StoredBlock,
-    StoredTx,
-    check_certifies,
-    check_extends,
-    check_signatures,
-    check_tx_root,
-)
+from belep.ledger.verify import StoredBlock, StoredTx, check_extends, check_tx_root
 
 #: ``PRAGMA application_id`` of a BELEP chain database ("BLEP").
 APPLICATION_ID = 0x424C4550
@@ -150,21 +144,15 @@ def _int(value: object, what: str) -> int:
 class BlockStore:
     """One domain's chain in one SQLite file. Open with :meth:`open`."""
 
-    __slots__ = ("_committee_source", "_conn", "genesis", "path", "readonly")
+    __slots__ = ("_conn", "genesis", "path", "readonly")
 
     def __init__(
-        self,
-        conn: sqlite3.Connection,
-        path: Path,
-        genesis: Genesis,
-        readonly: bool,
-        committee_source: Callable[[Height], Committee] | None,
+        self, conn: sqlite3.Connection, path: Path, genesis: Genesis, readonly: bool
     ) -> None:
         self._conn = conn
         self.path = path
         self.genesis = genesis
         self.readonly = readonly
-        self._committee_source = committee_source or (lambda h: committee_at(genesis, h))
 
     # ----------------------------------------------------------------------
     # Opening and closing
@@ -177,7 +165,6 @@ class BlockStore:
         genesis: Genesis,
         *,
         readonly: bool = False,
-        committee_source: Callable[[Height], Committee] | None = None,
     ) -> BlockStore:
         """Open the store at ``path`` for ``genesis``; a writer creates it if it is missing.
 
@@ -200,7 +187,7 @@ class BlockStore:
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise _wrap(exc, f"cannot open {path}") from exc
-        store = cls(conn, path, genesis, readonly, committee_source)
+        store = cls(conn, path, genesis, readonly)
         try:
             store._setup()
         except BaseException:
@@ -307,15 +294,14 @@ class BlockStore:
     # Writing
     # ----------------------------------------------------------------------
 
-    def committee_at(self, height: Height) -> Committee:
-        """The committee whose certificate commits the block at ``height``."""
-        return self._committee_source(height)
-
-    def append(self, block: Block, qc: QuorumCertificate, *, verify_qc: bool = False) -> None:
+    def append(
+        self, block: Block, qc: QuorumCertificate, *, committee: Committee | None = None
+    ) -> None:
         """Store ``block`` with its commit certificate ``qc``, atomically and durably.
 
-        ``verify_qc=True`` also checks the certificate's signatures (the
-        consensus layer has normally done so already). Raises
+        The certificate must name this block (``check_names_block``); given
+        the ``committee`` of its height, it is checked in full, signatures
+        included (the consensus layer has normally done so already). Raises
         :class:`ChainError` (or a certificate error) and stores nothing if
         the block does not extend the chain.
         """
@@ -323,11 +309,11 @@ class BlockStore:
         where = f"height {header.height}"
         if header.height < 1:
             raise ChainError("blocks start at height 1", expected=">= 1", found=header.height)
-        committee = self._committee_source(header.height)
         check_tx_root(header, [tx.payload for tx in block.transactions], where=where)
-        check_certifies(header, qc, committee, where=where)
-        if verify_qc:
-            check_signatures(qc, committee)
+        if committee is None:
+            check_names_block(header, qc, self.genesis.commit_kind)
+        else:
+            check_block_certificate(header, qc, committee)
         header_bytes = header.encode()
         qc_bytes = encode(qc.to_wire())
         rows = [
@@ -402,7 +388,7 @@ class BlockStore:
         where = f"height {header.height}"
         try:
             qc = QuorumCertificate.from_wire(decode(_blob(raw, f"certificate at {where}")))
-            check_certifies(header, qc, self._committee_source(header.height), where=where)
+            check_names_block(header, qc, self.genesis.commit_kind)
         except ValidationError as exc:
             raise CorruptStore(f"stored certificate at {where} is invalid: {exc}") from exc
         return qc

@@ -13,10 +13,13 @@ hashes, not the stored certificates. It checks, block by block from height 1:
 heights without gaps, canonical header bytes, the block hash, the link to the
 previous block (the genesis hash at height 1), the domain, every transaction's
 hash, the transactions' Merkle root, the certificate's canonical bytes, that
-it certifies this block, and its signatures against the committee that
-:func:`belep.ledger.genesis.committee_at` names for the height. It stops at
-the first failure and reports its height, the check that failed and why; a
-store that cannot be read (a damaged database file) is a failure too.
+it certifies this block for the committee the configuration history names
+for its height and epoch (:mod:`belep.ledger.certificate`,
+:mod:`belep.ledger.config`), every configuration change, and — given the
+application — the state root, by executing every block again
+(:mod:`belep.ledger.execution`). It stops at the first failure and reports
+its height, the check that failed and why; a store that cannot be read (a
+damaged database file) is a failure too.
 
 This module does no I/O.
 """
@@ -30,15 +33,13 @@ from typing import Protocol
 from belep.crypto import sha256
 from belep.encoding import decode, encode
 from belep.errors import ChainError, StorageError, ValidationError
-from belep.ledger.block import (
-    BlockHeader,
-    Height,
-    QuorumCertificate,
-)
-from belep.ledger.genesis import Committee, Genesis, committee_at
+from belep.ledger.block import Block, BlockHeader, QuorumCertificate, Transaction
+from belep.ledger.certificate import SignatureCache, check_block_certificate
+from belep.ledger.config import ConfigReplay, chain_replay
+from belep.ledger.config_tx import is_config_payload
+from belep.ledger.execution import Application, ChainExecutor, MemoryState, StateStore
+from belep.ledger.genesis import Genesis
 from belep.ledger.merkle import compute_root_from_leaf_hashes, hash_leaf
-
-CommitteeSource = Callable[[Height], Committee]
 
 # --------------------------------------------------------------------------
 # Rules
@@ -76,52 +77,6 @@ def check_tx_root(header: BlockHeader, payloads: list[bytes], *, where: str) -> 
         raise ChainError(
             "transactions Merkle root mismatch", expected=header.tx_root, found=root, where=where
         )
-
-
-def check_certifies(
-    header: BlockHeader, qc: QuorumCertificate, committee: Committee, *, where: str
-) -> None:
-    """The certificate's statement commits exactly this block.
-
-    Kind is the committee's commit kind; domain, height and block hash are
-    the header's; epoch and view are not earlier than the header's (a block
-    may be certified in a later view than the one it was proposed in).
-    """
-    s = qc.statement
-    if s.kind != committee.commit_kind:
-        raise ChainError(
-            "certificate is not a commit certificate",
-            expected=committee.commit_kind,
-            found=s.kind,
-            where=where,
-        )
-    if s.block_hash != header.block_hash:
-        raise ChainError(
-            "certificate is for another block",
-            expected=header.block_hash,
-            found=s.block_hash,
-            where=where,
-        )
-    if s.domain != header.domain:
-        raise ChainError(
-            "certificate is for another domain", expected=header.domain, found=s.domain, where=where
-        )
-    if s.height != header.height:
-        raise ChainError(
-            "certificate is for another height", expected=header.height, found=s.height, where=where
-        )
-    if (s.epoch, s.view) < (header.epoch, header.view):
-        raise ChainError(
-            "certificate predates the block's epoch and view",
-            expected=f">= epoch {header.epoch} view {header.view}",
-            found=f"epoch {s.epoch} view {s.view}",
-            where=where,
-        )
-
-
-def check_signatures(qc: QuorumCertificate, committee: Committee) -> None:
-    """At least a quorum of distinct committee members validly signed the statement."""
-    qc.verify(committee.keys, committee.quorum)
 
 
 # --------------------------------------------------------------------------
@@ -248,11 +203,15 @@ def verify_block(
     *,
     genesis: Genesis,
     prev_hash: bytes,
-    committee: Committee,
+    replay: ConfigReplay,
+    executor: ChainExecutor | None = None,
     check_sigs: bool = True,
+    cache: SignatureCache | None = None,
 ) -> tuple[Finding | None, int]:
     """Check one stored block that should follow the block with hash ``prev_hash``.
 
+    ``replay`` names the committee and applies the block's configuration
+    change; ``executor`` (optional) executes it, checking its state root.
     Returns the first finding (or ``None``) and the number of signatures checked.
     """
     height = stored.height
@@ -296,11 +255,19 @@ def verify_block(
         qc = QuorumCertificate.from_wire(decode(stored.qc))
         if encode(qc.to_wire()) != stored.qc:
             raise ChainError("certificate bytes are not canonical", where=where)
+        check = "qc-committee"
+        committee = replay.committee(height, qc.statement.epoch)
         check = "qc-statement"
-        check_certifies(header, qc, committee, where=where)
+        check_block_certificate(header, qc, committee, check_signatures=False)
         if check_sigs:
             check = "qc-signatures"
-            check_signatures(qc, committee)
+            check_block_certificate(header, qc, committee, cache=cache)
+        block = Block(header, tuple(Transaction(tx.payload) for tx in stored.txs))
+        check = "configuration"
+        replay.advance(block)
+        if executor is not None:
+            check = "state-root"
+            executor.execute(block)
     except ValidationError as exc:
         return _finding(height, check, exc), 0
     return None, len(qc.signatures) if check_sigs else 0
@@ -310,23 +277,30 @@ def verify_chain(
     reader: ChainReader,
     genesis: Genesis,
     *,
-    committee_source: CommitteeSource | None = None,
+    application: Application | None = None,
+    state: StateStore | None = None,
     check_sigs: bool = True,
     on_block: Callable[[int], None] | None = None,
 ) -> VerifyReport:
-    """Walk the whole stored chain; the report's ``finding`` is the first failure or ``None``."""
-    source = committee_source or (lambda h: committee_at(genesis, h))
-    state = _Progress(height=0, tip_hash=genesis.genesis_hash)
+    """Walk the whole stored chain; the report's ``finding`` is the first failure or ``None``.
+
+    The committee of each height comes from the chain's configuration
+    history, replayed as the walk goes (an HPBFT chain is read once first for
+    its revival records). Given ``application``, every block is executed
+    again (over ``state``, by default in memory) and each header's state root
+    checked against the execution of the blocks below it.
+    """
+    progress = _Progress(height=0, tip_hash=genesis.genesis_hash)
 
     def report(finding: Finding | None) -> VerifyReport:
         return VerifyReport(
             domain=genesis.domain,
             genesis_hash=genesis.genesis_hash,
-            blocks=state.height,
-            transactions=state.transactions,
-            signatures=state.signatures,
-            tip_height=state.height,
-            tip_hash=state.tip_hash,
+            blocks=progress.height,
+            transactions=progress.transactions,
+            signatures=progress.signatures,
+            tip_height=progress.height,
+            tip_hash=progress.tip_hash,
             finding=finding,
         )
 
@@ -344,15 +318,27 @@ def verify_chain(
                 stored_genesis.hex(),
             )
         )
+    try:
+        replay = chain_replay(genesis, lambda: _blocks_of(reader))
+    except (StorageError, ValidationError) as exc:
+        return report(Finding(1, "storage", f"cannot read the store: {exc}"))
+    executor = None
+    if application is not None:
+        executor = ChainExecutor.from_genesis(
+            application,
+            MemoryState() if state is None else state,
+            genesis.genesis_hash,
+            term_start_root_unknown=genesis.term_start_root_unknown,
+        )
     blocks = reader.stored_blocks(1)
     while True:
         try:
             stored = next(blocks, None)
         except StorageError as exc:
-            return report(Finding(state.height + 1, "storage", f"cannot read the store: {exc}"))
+            return report(Finding(progress.height + 1, "storage", f"cannot read the store: {exc}"))
         if stored is None:
             break
-        expected = state.height + 1
+        expected = progress.height + 1
         if stored.height != expected:
             return report(
                 Finding(
@@ -363,34 +349,43 @@ def verify_chain(
                     str(stored.height),
                 )
             )
-        committee = source(Height(stored.height))
         finding, signatures = verify_block(
             stored,
             genesis=genesis,
-            prev_hash=state.tip_hash,
-            committee=committee,
+            prev_hash=progress.tip_hash,
+            replay=replay,
+            executor=executor,
             check_sigs=check_sigs,
         )
         if finding is not None:
             return report(finding)
-        state.height = stored.height
-        state.tip_hash = stored.block_hash
-        state.transactions += len(stored.txs)
-        state.signatures += signatures
+        progress.height = stored.height
+        progress.tip_hash = stored.block_hash
+        progress.transactions += len(stored.txs)
+        progress.signatures += signatures
         if on_block is not None:
             on_block(stored.height)
     try:
         rows = reader.count_stored_transactions()
     except StorageError as exc:
-        return report(Finding(state.height, "storage", f"cannot read the store: {exc}"))
-    if rows != state.transactions:
+        return report(Finding(progress.height, "storage", f"cannot read the store: {exc}"))
+    if rows != progress.transactions:
         return report(
             Finding(
-                state.height,
+                progress.height,
                 "orphan-transactions",
                 "transaction rows that belong to no stored block",
-                str(state.transactions),
+                str(progress.transactions),
                 str(rows),
             )
         )
     return report(None)
+
+
+def _blocks_of(reader: ChainReader) -> Iterator[Block]:
+    """The stored blocks that carry a configuration transaction (unchecked beyond
+    decoding): what the revival pre-scan reads."""
+    for stored in reader.stored_blocks(1):
+        if any(is_config_payload(tx.payload) for tx in stored.txs):
+            header = BlockHeader.decode(stored.header)
+            yield Block(header, tuple(Transaction(tx.payload) for tx in stored.txs))

@@ -1,0 +1,82 @@
+"""The BELEP application's rules: what every node executes on every committed block.
+
+Owns :class:`BelepApplication`, the :class:`~belep.ledger.execution.Application`
+a node runs after ordering (``docs/spec/ledger.md`` §Execution,
+``docs/spec/node.md`` §Execution). Each transaction is a signed envelope
+(:mod:`belep.ledger.envelope`); its signature was verified before consensus
+ordered it (``validate_transaction``: the commit certificate proves ``f + 1``
+correct voters did), so the rules here are the ones that depend on the state
+and on the order:
+
+============================  ==================================================
+kind                          rule (result code when refused)
+============================  ==================================================
+not an envelope               ``malformed``
+configuration kinds           accepted (validated by consensus and the ledger's
+                              configuration history, ``ledger/config.py``)
+``anchor``                    a well-formed body (``malformed``); a child height
+                              above the last accepted anchor of that child
+                              (``anchor-not-newer``) — or, at the same height,
+                              the same block (``anchor-conflicts``); records
+                              ``anchor/<child>`` = ``[height, block hash]``
+any other kind                accepted, no state (the evidence application's
+                              kinds and rules come with it)
+============================  ==================================================
+
+Pure: no I/O, no clock (the block's timestamp is the time), no randomness.
+"""
+
+from __future__ import annotations
+
+from belep.app.anchors import ANCHOR_KIND, read_anchor
+from belep.encoding import decode, encode, expect_bytes, expect_int, expect_list
+from belep.errors import ValidationError
+from belep.ledger.block import Transaction
+from belep.ledger.config_tx import CONFIG_KINDS
+from belep.ledger.envelope import parse_envelope
+from belep.ledger.execution import ACCEPTED, BlockContext, StateView, TxResult, Writes
+
+__all__ = ["BelepApplication", "anchor_key"]
+
+MALFORMED = TxResult("malformed")
+ANCHOR_NOT_NEWER = TxResult("anchor-not-newer")
+ANCHOR_CONFLICTS = TxResult("anchor-conflicts")
+
+
+def anchor_key(child: str) -> bytes:
+    """The state key of the last accepted anchor of ``child``."""
+    return b"anchor/" + child.encode()
+
+
+class BelepApplication:
+    """The rules every BELEP node executes (see the module docstring)."""
+
+    __slots__ = ()
+
+    def apply_transaction(
+        self, state: StateView, tx: Transaction, context: BlockContext
+    ) -> tuple[TxResult, Writes]:
+        try:
+            envelope = parse_envelope(tx.payload)
+        except ValidationError:
+            return MALFORMED, {}
+        if envelope.kind in CONFIG_KINDS:
+            return ACCEPTED, {}
+        if envelope.kind == ANCHOR_KIND:
+            record = read_anchor(envelope)
+            if record is None:
+                return MALFORMED, {}
+            key = anchor_key(record.domain)
+            stored = state.get(key)
+            if stored is not None:
+                items = expect_list(decode(stored), "anchor state")
+                height = expect_int(items[0], "anchored height")
+                block_hash = expect_bytes(items[1], "anchored block hash")
+                if record.height < height:
+                    return ANCHOR_NOT_NEWER, {}
+                if record.height == height:
+                    return (
+                        ANCHOR_NOT_NEWER if record.block_hash == block_hash else ANCHOR_CONFLICTS
+                    ), {}
+            return ACCEPTED, {key: encode([record.height, record.block_hash])}
+        return ACCEPTED, {}
