@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hosting import HostExecution
+
 from belep.consensus.certificates import SignatureCache
 from belep.consensus.hpbft import HpbftOptions, HpbftReplica
-from belep.consensus.hpbft_config import ReviveOrder, genesis_history
 from belep.consensus.hpbft_verify import HistoryCache, check_certificate, history_for_certificate
 from belep.consensus.registry import decode_message, encode_message
 from belep.consensus.types import (
@@ -32,6 +33,7 @@ from belep.consensus.types import (
     DomainId,
     Effect,
     Event,
+    Executed,
     NodeId,
     Persist,
     QuorumCertificate,
@@ -46,6 +48,12 @@ from belep.consensus.types import (
 )
 from belep.crypto import PrivateKey, sha256
 from belep.ledger.block import Digest
+from belep.ledger.config import (
+    genesis_history,
+)
+from belep.ledger.config_tx import (
+    ReviveOrder,
+)
 
 DOMAIN = DomainId("station-7")
 GENESIS = Digest(sha256(b"genesis of station-7"))
@@ -94,6 +102,8 @@ class Node:
     certs: list[QuorumCertificate] = field(default_factory=list)
     up: bool = True
     timers: dict[TimerId, int] = field(default_factory=dict)
+    execution: HostExecution = field(default_factory=lambda: HostExecution(GENESIS))
+    incarnation: int = 0
 
 
 class Cluster:
@@ -115,7 +125,8 @@ class Cluster:
         self.seq = 0
         self.filter: LinkFilter | None = None
         self.delivered_at: dict[int, Digest] = {}
-        self._history = HistoryCache(genesis_history(DOMAIN, SEATS, STANDBYS))
+        keys = {m: node_key(m).public_key for m in (*SEATS, *STANDBYS)}
+        self._history = HistoryCache(genesis_history(DOMAIN, SEATS, STANDBYS, keys=keys))
         self._cache = SignatureCache()
         self.wire_messages = 0
         self.orders: list[ReviveOrder] = []
@@ -167,7 +178,17 @@ class Cluster:
                 node, blocks = payload
                 if self.nodes[node].up:
                     self.step(node, BlocksFetched(blocks))
+            elif kind == "executed":
+                node, incarnation, event = payload
+                if self.nodes[node].up and self.nodes[node].incarnation == incarnation:
+                    self.step(node, event)
         self.now = max(self.now, until_ms)
+
+    def _report_executed(self, node: NodeId, event: Executed | None) -> None:
+        """The host tells the replica the state root after a delivered block, at once."""
+        if event is not None:
+            n = self.nodes[node]
+            self._push(self.now, "executed", (node, n.incarnation, event))
 
     def crash(self, node: NodeId) -> None:
         n = self.nodes[node]
@@ -177,8 +198,10 @@ class Cluster:
     def restart(self, node: NodeId) -> None:
         n = self.nodes[node]
         n.up = True
+        n.incarnation += 1
         n.replica = self._make(node, dict(n.store))
         self._apply(node, n.replica.start(self.now))
+        self._report_executed(node, n.execution.executed(n.replica.committed_height))
 
     # -- effects ---------------------------------------------------------------
 
@@ -233,6 +256,7 @@ class Cluster:
             assert n.chain[h - 1].block_hash == block.block_hash, (
                 f"{node} re-delivered another block"
             )
+            self._report_executed(node, n.execution.executed(h))
             return
         assert h == len(n.chain) + 1, f"{node} delivered {h} after {len(n.chain)}"
         prev = n.chain[-1].block_hash if n.chain else GENESIS
@@ -244,9 +268,10 @@ class Cluster:
         history = history_for_certificate(
             self._history, n.chain, h, cert.statement.epoch, self.orders
         )
-        check_certificate(history, make_config(node).keys, block, cert, self._cache)
+        check_certificate(history, block, cert, self._cache)
         n.chain.append(block)
         n.certs.append(cert)
+        self._report_executed(node, n.execution.execute(block))
 
     # -- queries ---------------------------------------------------------------
 

@@ -5,7 +5,9 @@ Messages travel through the real wire codec (``encode_message`` /
 run on a virtual clock; ``Persist`` effects go to a per-node dict; state
 transfer is served from another replica's delivered chain. Every ``Deliver``
 is checked: consecutive heights, hash links, a commit certificate of a quorum
-of members for exactly that block, and agreement with every other replica.
+of members for exactly that block, and agreement with every other replica;
+then the block is executed (its state root checked, ``hosting.HostExecution``)
+and ``Executed`` is fed back at once, as a node's host does.
 A filter can drop or rewrite messages per link. No wall clock, no randomness.
 """
 
@@ -15,6 +17,8 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from hosting import HostExecution
 
 from belep.consensus.pbft import PbftReplica
 from belep.consensus.registry import decode_message, encode_message
@@ -28,6 +32,7 @@ from belep.consensus.types import (
     DomainId,
     Effect,
     Event,
+    Executed,
     NodeId,
     Persist,
     QuorumCertificate,
@@ -42,6 +47,7 @@ from belep.consensus.types import (
 )
 from belep.crypto import PrivateKey, sha256
 from belep.ledger.block import Digest
+from belep.sim.protocols import bft_rule
 
 DOMAIN = DomainId("station-1")
 GENESIS = Digest(sha256(b"genesis of station-1"))
@@ -115,7 +121,9 @@ class Cluster:
         self._configs: dict[NodeId, ReplicaConfig] = {}
         self._verified: set[QuorumCertificate] = set()  # each certificate checked once
         self.redeliver_ok: set[NodeId] = set()
+        self.execution: dict[NodeId, HostExecution] = {}
         for node in self.ids:
+            self.execution[node] = HostExecution(GENESIS)
             self.stores[node] = {}
             self.chains[node] = []
             self.effects[node] = []
@@ -141,6 +149,7 @@ class Cluster:
         replica = PbftReplica(self.config(node), dict(self.stores[node]))
         self.replicas[node] = replica
         self._execute(node, replica.start(self.now))
+        self._report_executed(node, self.execution[node].executed(replica.committed_height))
 
     def crash(self, node: NodeId) -> None:
         self.replicas[node] = None
@@ -150,6 +159,7 @@ class Cluster:
         if wipe:
             self.stores[node] = {}
             self.chains[node] = []
+            self.execution[node].reset()
         self.redeliver_ok.add(node)
         self._boot(node)
 
@@ -223,6 +233,14 @@ class Cluster:
             incarnation, request = payload
             if incarnation == self._incarnation[node]:
                 self.step(node, BlocksFetched(self._fetched_blocks(node, request)))
+        elif kind == "executed":
+            incarnation, event = payload
+            if incarnation == self._incarnation[node]:
+                self.step(node, event)
+
+    def _report_executed(self, node: NodeId, event: Executed | None) -> None:
+        if event is not None:
+            self._push(self.now, "executed", node, (self._incarnation[node], event))
 
     def _execute(self, node: NodeId, effects: list[Effect]) -> None:
         if self.record:
@@ -285,10 +303,13 @@ class Cluster:
         chain = self.chains[node]
         h = block.height
         if node in self.byzantine:
-            chain.append((block, qc))
+            if h == len(chain) + 1:
+                chain.append((block, qc))
+                self._execute_block(node, block)
             return
         if h <= len(chain):
             if node in self.redeliver_ok and chain[h - 1][0].block_hash == block.block_hash:
+                self._report_executed(node, self.execution[node].executed(h))
                 return
             self.violations.append(f"{node} delivered height {h} twice")
             return
@@ -304,7 +325,7 @@ class Cluster:
         if qc not in self._verified:
             config = self.config(node)
             try:
-                qc.verify(config.voter_keys(), config.bft_quorum)
+                bft_rule(config, (), block, qc)
                 block.check_tx_root()
                 self._verified.add(qc)
             except Exception as exc:
@@ -316,6 +337,16 @@ class Cluster:
             self.canonical.append(block)
         self.redeliver_ok.discard(node)
         chain.append((block, qc))
+        self._execute_block(node, block)
+
+    def _execute_block(self, node: NodeId, block: Block) -> None:
+        try:
+            executed = self.execution[node].execute(block)
+        except Exception as exc:
+            if node not in self.byzantine:
+                self.violations.append(f"{node} execution at {block.height}: {exc}")
+            return
+        self._report_executed(node, executed)
 
     # -- views ----------------------------------------------------------------------
 

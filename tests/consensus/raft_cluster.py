@@ -16,6 +16,8 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from hosting import HostExecution
+
 from belep.consensus.raft import (
     RaftReplica,
     Role,
@@ -46,6 +48,7 @@ from belep.consensus.types import (
 )
 from belep.crypto import PrivateKey
 from belep.ledger.block import ZERO_HASH, Epoch, Height, View, make_block
+from belep.ledger.execution import genesis_state_root
 
 DOMAIN = DomainId("station-1")
 
@@ -97,6 +100,8 @@ class Cluster:
     sent: list[tuple[NodeId, NodeId, object]] = field(default_factory=list)
     #: Nodes that asked for state transfer, in order.
     transfers: list[NodeId] = field(default_factory=list)
+    #: Each node's execution of its delivered chain (``Executed`` goes back at once).
+    execution: dict[NodeId, HostExecution] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -108,9 +113,12 @@ class Cluster:
         **overrides: object,
     ) -> Cluster:
         cluster = cls(make_configs(n, observers=observers, **overrides))
-        for node in cluster.configs:
+        for node, config in cluster.configs.items():
             cluster.storage[node] = dict((persisted or {}).get(node, {}))
             cluster.delivered[node] = []
+            cluster.execution[node] = HostExecution(
+                config.genesis_hash, term_start_root_unknown=True
+            )
             cluster.boot(node)
         return cluster
 
@@ -120,6 +128,9 @@ class Cluster:
         self.replicas[node] = replica
         self.down.discard(node)
         self.apply(node, replica.start(self.now))
+        executed = self.execution[node].executed(replica.committed_height)
+        if executed is not None:
+            self.push(node, executed, 0)
 
     def crash(self, node: NodeId) -> None:
         """Stop ``node``: its timers and the messages in flight to it are lost."""
@@ -189,6 +200,7 @@ class Cluster:
             if len(blocks) >= block.height:
                 assert blocks[block.height - 1][0].block_hash == block.block_hash, (node, other)
         chain.append((block, cert))
+        self.push(node, self.execution[node].execute(block), 0)
 
     def serve_transfer(self, node: NodeId, request: RequestStateTransfer) -> None:
         self.transfers.append(node)
@@ -262,9 +274,12 @@ class Cluster:
 
 
 def build_log(terms: list[int]) -> list[Block]:
-    """Blocks with the given terms; equal term prefixes give identical blocks (Log Matching)."""
+    """Blocks with the given terms, each carrying the state root of the log below it;
+    equal term prefixes give identical blocks (Log Matching)."""
     blocks: list[Block] = []
     prev = ZERO_HASH
+    execution = HostExecution(ZERO_HASH)
+    root = genesis_state_root(ZERO_HASH)
     for height, term in enumerate(terms, start=1):
         block = make_block(
             domain=DOMAIN,
@@ -275,9 +290,11 @@ def build_log(terms: list[int]) -> list[Block]:
             transactions=(Transaction(f"fig-{terms[:height]}".encode()),),
             timestamp_ms=height,
             proposer=NodeId("n0"),
+            state_root=root,
         )
         blocks.append(block)
         prev = block.block_hash
+        root = execution.execute(block).state_root
     return blocks
 
 

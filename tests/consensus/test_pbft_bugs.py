@@ -79,6 +79,7 @@ def _alternative(block: Block) -> Block:
         transactions=(Transaction(b"equivocation"),),
         timestamp_ms=h.timestamp_ms,
         proposer=h.proposer,
+        state_root=h.state_root,
     )
 
 

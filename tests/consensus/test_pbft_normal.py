@@ -31,6 +31,7 @@ from belep.ledger.block import (
     VoteStatement,
     make_block,
 )
+from belep.ledger.execution import genesis_state_root
 
 
 def started(n: int = 4, **overrides: object) -> Cluster:
@@ -81,14 +82,16 @@ def test_batches_are_cut_when_full_and_after_the_wait() -> None:
     assert last.header.timestamp_ms >= t0 + 7  # the partial batch waited max_batch_wait_ms
 
 
-def test_pipeline_keeps_several_blocks_in_flight_within_the_window() -> None:
+def test_the_primary_proposes_a_block_only_on_its_executed_parent_with_its_state_root() -> None:
     c = started(max_batch_size=2, window=3, checkpoint_interval=8)
     primary = c.ids[1]
     in_flight: list[int] = []
+    roots: dict[int, bytes] = {}
 
     def watch(src: NodeId, _dst: NodeId, message: object) -> object:
         if isinstance(message, PrePrepare):
             in_flight.append(message.block.height - c.replica(src).committed_height)
+            roots[message.block.height] = message.block.header.state_root
         return message
 
     c.filter = watch
@@ -96,7 +99,12 @@ def test_pipeline_keeps_several_blocks_in_flight_within_the_window() -> None:
     for t in txs:
         c.submit(primary, t)
     assert c.run(lambda: c.all_committed(txs))
-    assert max(in_flight) == 3  # pipelined, and never beyond the window
+    # One block at a time: the next one carries the execution root of the one below.
+    assert max(in_flight) == 1
+    executed = c.execution[primary]
+    for height, root in roots.items():
+        below = executed.executed(height - 1)
+        assert root == (below.state_root if below is not None else genesis_state_root(GENESIS))
     assert c.violations == []
 
 

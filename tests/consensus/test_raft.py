@@ -114,10 +114,11 @@ def test_election_timeouts_are_deterministic_and_within_one_to_two_timeouts() ->
     assert len(set(delays[0])) > 1
 
 
-def test_leader_pipelines_up_to_window_blocks_before_any_ack() -> None:
+def test_leader_proposes_the_next_block_only_once_the_one_below_is_executed() -> None:
     cluster = Cluster.of(3, window=3, max_batch_size=1)
     leader = cluster.leader()
     cluster.run_until(lambda: cluster.replicas[leader].committed_height >= 1)
+    cluster.run_for(0)  # the host's Executed for that block
     follower = next(n for n in cluster.configs if n != leader)
     cluster.sent.clear()
     cluster.submit(leader, (tx(i) for i in range(10)))  # handled at one instant: no ack yet
@@ -127,8 +128,14 @@ def test_leader_pipelines_up_to_window_blocks_before_any_ack() -> None:
         if s == leader and to == follower and isinstance(m, AppendEntries)
         for b in m.entries
     ]
-    assert heights == [2, 3, 4]  # three blocks in flight, the window
+    # One block in flight: the next one needs the state root after it (ledger/execution.py).
+    assert heights == [2]
     cluster.run_until(lambda: len(cluster.committed_txs(follower)) == 10)
+    executed = cluster.execution[follower]
+    for block, _ in cluster.delivered[follower][1:]:
+        below = executed.executed(block.height - 1)
+        assert below is not None
+        assert block.header.state_root == below.state_root
 
 
 # --------------------------------------------------------------------------

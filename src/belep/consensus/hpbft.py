@@ -63,6 +63,7 @@ from belep.consensus.types import (
     ClientRequest,
     Effect,
     Event,
+    Executed,
     Persisted,
     Receive,
     ReplicaConfig,
@@ -119,6 +120,8 @@ class HpbftReplica(HpbftRevival):
             self._on_timer(event.timer)
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.blocks)
+        elif isinstance(event, Executed):
+            self._on_executed(event)
         elif not isinstance(event, Persisted):
             self._count("unknown_event")
         return self._take()

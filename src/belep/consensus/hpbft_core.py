@@ -24,20 +24,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from belep.consensus.batching import RequestPool
-from belep.consensus.certificates import SignatureCache, VoteCollector, verify_certificate
+from belep.consensus.certificates import SignatureCache, VoteCollector
 from belep.consensus.checkpoints import CheckpointTracker
-from belep.consensus.hpbft_config import (
-    COMMIT_KIND,
-    ConfigHistory,
-    EpochConfig,
-    RevivalRecord,
-    ReviveOrder,
-    genesis_history,
-    is_config_payload,
-)
+from belep.consensus.executed import ExecutionCursor
 from belep.consensus.hpbft_messages import (
     EpochHint,
     Forward,
@@ -59,6 +51,7 @@ from belep.consensus.hpbft_state import (
 from belep.consensus.log import log_size
 from belep.consensus.types import (
     Effect,
+    Executed,
     Persist,
     ReplicaConfig,
     RequestStateTransfer,
@@ -79,12 +72,26 @@ from belep.ledger.block import (
     View,
     VoteStatement,
 )
+from belep.ledger.certificate import check_block_certificate
+from belep.ledger.config import (
+    ConfigHistory,
+    EpochConfig,
+    genesis_history,
+)
+from belep.ledger.config_tx import (
+    RevivalRecord,
+    ReviveOrder,
+    SubstituteSeat,
+    find_config_tx,
+    is_config_payload,
+)
 
 __all__ = [
     "BUG_MIXED_QUORUM",
     "BUG_STANDBY_VOTE",
     "HpbftCore",
     "HpbftOptions",
+    "changes_epoch",
 ]
 
 #: Test-only planted bug: standbys vote like seats and any ``2f+1`` of seats and standbys
@@ -101,6 +108,16 @@ FETCH_TIMER = TimerId("hpbft/fetch")
 PROPOSAL_LEAD = 2
 #: Messages of the next epoch kept until this replica reaches it.
 FUTURE_BUFFER = 512
+
+
+def changes_epoch(block: Block) -> bool:
+    """Does ``block`` carry a configuration change that opens the next epoch at its delivery?
+
+    Only a ``SubstituteSeat`` does: a revival record is applied where the
+    revived epoch began, so blocks of that epoch may follow it (the
+    configuration barrier, ``docs/spec/hpbft.md`` §2, is about epoch changes).
+    """
+    return isinstance(find_config_tx(block), SubstituteSeat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +172,9 @@ class HpbftCore(ABC):
         self._log_size = log_size(config.checkpoint_interval, config.window)
         self._sub_timeout = self.options.substitution_timeout_ms or 2 * config.request_timeout_ms
         self.history: ConfigHistory = genesis_history(
-            config.domain, config.members, config.observers
+            config.domain, config.members, config.observers, keys=config.keys
         )
+        self._executed = ExecutionCursor(config.genesis_hash)
         self._base: tuple[Height, Digest] = (Height(0), config.genesis_hash)
         self.view = View(0)
         self._in_view_change = False
@@ -336,7 +354,7 @@ class HpbftCore(ABC):
                     expected=self.config.domain,
                     found=state.history.domain,
                 )
-            self.history = state.history
+            self.history = replace(state.history, keys=self.config.keys)
             self._base = state.base
             self.delivered_height, self._delivered_hash = state.delivered
         if TIP_KEY in persisted:
@@ -420,6 +438,16 @@ class HpbftCore(ABC):
     @abstractmethod
     def _on_new_epoch(self) -> None:
         """Hook: the replica restarts its timers and the primary proposes."""
+
+    def _on_executed(self, event: Executed) -> None:
+        """The host executed a delivered block: a vote or a proposal may wait for its root."""
+        if self._executed.advance(event):
+            self._try_votes(Height(self._executed.height + 1))
+            self._maybe_propose()
+
+    @abstractmethod
+    def _try_votes(self, h: Height) -> None:
+        """Implemented by a later layer."""
 
     @abstractmethod
     def _dispatch(self, sender: NodeId, message: object) -> None:
@@ -537,25 +565,13 @@ class HpbftCore(ABC):
         if block.header.domain != self.config.domain:
             raise ChainError("fetched block of another domain", found=block.header.domain)
         s = qc.statement
-        if s.kind != COMMIT_KIND or s.height != h or s.block_hash != block.block_hash:
-            raise ChainError(
-                "fetched certificate does not certify the block", found=(s.kind, s.height)
-            )
         if self.history.epoch(s.epoch) is None:
             for record in records:
                 current = self.history.current.epoch
                 if record.order.decision.epoch == current and record.base_height < h:
                     self._adopt_revival_record(record)
-        cfg = self.history.for_certificate(h, s.epoch)
-        verify_certificate(
-            qc,
-            voters=self._voter_keys(cfg),
-            quorum=cfg.quorum,
-            cache=self._cache,
-            kind=COMMIT_KIND,
-            domain=self.config.domain,
-            epoch=Epoch(s.epoch),
-        )
+        committee = self.history.committee(h, s.epoch)
+        check_block_certificate(block.header, qc, committee, cache=self._cache)
         block.check_tx_root()
         self.history.after_block(block)  # a malformed configuration change is refused here
 

@@ -28,22 +28,21 @@ No I/O, no clock, no randomness.
 from __future__ import annotations
 
 from belep.consensus.certificates import verify_certificate
-from belep.consensus.hpbft_config import (
-    COMMIT_KIND,
-    PREPARE_KIND,
-    RevivalRecord,
-    SubstituteSeat,
-    decode_config_tx,
-    find_config_tx,
-    is_config_payload,
-)
+from belep.consensus.executed import RootCheck
 from belep.consensus.hpbft_core import (
     BATCH_TIMER,
     BUG_MIXED_QUORUM,
     PROPOSAL_LEAD,
     HpbftCore,
+    changes_epoch,
 )
-from belep.consensus.hpbft_messages import Certified, Checkpoint, PrePrepare, Vote
+from belep.consensus.hpbft_messages import (
+    PREPARE_KIND,
+    Certified,
+    Checkpoint,
+    PrePrepare,
+    Vote,
+)
 from belep.consensus.hpbft_state import TIP_KEY, encode_prepared, encode_tip, prepared_key
 from belep.consensus.types import Broadcast, Deliver, Send, SetTimer
 from belep.errors import ChainError, ProtocolViolation, ValidationError
@@ -56,7 +55,15 @@ from belep.ledger.block import (
     Transaction,
     View,
     VoteStatement,
-    make_block,
+)
+from belep.ledger.builder import build_block
+from belep.ledger.config_tx import (
+    COMMIT_KIND,
+    RevivalRecord,
+    SubstituteSeat,
+    decode_config_tx,
+    find_config_tx,
+    is_config_payload,
 )
 
 __all__ = ["HpbftNormalCase"]
@@ -101,6 +108,9 @@ class HpbftNormalCase(HpbftCore):
             parent = self._parent_hash(h)
             if parent is None:
                 return
+            state_root = self._executed.root_after(h - 1, parent)
+            if state_root is None:
+                return  # the parent's execution (``Executed``) calls this again
             special = self._config_tx_for(h)
             if special is not None:
                 txs: tuple[Transaction, ...] = (special,)
@@ -124,18 +134,19 @@ class HpbftNormalCase(HpbftCore):
                     return
                 txs = self._pool.take_batch(self.config.max_batch_size)
             parent_block = self._accepted.get(Height(h - 1))
-            stamp = self._now
-            if parent_block is not None:
-                stamp = max(stamp, parent_block.header.timestamp_ms)
-            block = make_block(
+            block = build_block(
                 domain=self.config.domain,
                 height=h,
                 epoch=cfg.epoch,
                 view=self.view,
-                prev_hash=parent,
+                parent_hash=parent,
+                parent_timestamp_ms=None
+                if parent_block is None
+                else parent_block.header.timestamp_ms,
                 transactions=txs,
-                timestamp_ms=stamp,
+                now_ms=self._now,
                 proposer=self._me,
+                state_root=state_root,
             )
             self._accepted[h] = block
             self._blocks[block.block_hash] = block
@@ -246,7 +257,7 @@ class HpbftNormalCase(HpbftCore):
                 raise ProtocolViolation(
                     "block timestamp goes back in time", found=header.timestamp_ms
                 )
-            if find_config_tx(parent_block) is not None and h - 1 > self._view_base[0]:
+            if changes_epoch(parent_block) and h - 1 > self._view_base[0]:
                 raise ProtocolViolation("block above a configuration block of the same epoch")
         if header.timestamp_ms > self._now + self.config.max_clock_skew_ms:
             raise ProtocolViolation("block timestamp too far ahead", found=header.timestamp_ms)
@@ -254,7 +265,7 @@ class HpbftNormalCase(HpbftCore):
         self._check_transactions(block)
 
     def _check_transactions(self, block: Block) -> None:
-        change = find_config_tx(block)
+        change = find_config_tx(block, keys=self._keys)
         expected_record = self._expected_revival_record(block.height)
         if expected_record is not None and change != expected_record:
             raise ProtocolViolation("first block of a revived epoch must record the revival")
@@ -297,6 +308,15 @@ class HpbftNormalCase(HpbftCore):
             block = self._accepted.get(h)
             if block is None or not self._parent_ready(h, block):
                 return
+            if h > self.delivered_height and h not in self._votes_sent:
+                # Vote only for the execution root computed here after the parent (a
+                # block at or below the delivered height was checked when delivered).
+                check = self._executed.check(block)
+                if check is RootCheck.UNKNOWN:
+                    return  # ``Executed`` for the parent calls this again
+                if check is RootCheck.DIFFERS:
+                    self._count("state_root_mismatch")
+                    return
             if h not in self._votes_sent:
                 statement = VoteStatement(
                     PREPARE_KIND, self.config.domain, cfg.epoch, self.view, h, block.block_hash

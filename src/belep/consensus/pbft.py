@@ -69,6 +69,7 @@ from belep.consensus.types import (
     ClientRequest,
     Effect,
     Event,
+    Executed,
     Height,
     NodeId,
     Persisted,
@@ -126,6 +127,8 @@ class PbftReplica(PbftCore):
                 self._on_timer(event.timer)
             elif isinstance(event, BlocksFetched):
                 self._on_blocks_fetched(event)
+            elif isinstance(event, Executed):
+                self._on_executed(event)
             elif isinstance(event, Persisted):
                 pass  # effects are ordered by the host; nothing waits for acknowledgements
         except ValidationError as exc:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from belep.consensus.batching import RequestPool
 from belep.consensus.certificates import BlockBodyCache, SignatureCache, VoteCollector
 from belep.consensus.checkpoints import CheckpointTracker
+from belep.consensus.executed import ExecutionCursor, RootCheck
 from belep.consensus.log import WatermarkLog, log_size
 from belep.consensus.pbft_messages import (
     Checkpoint,
@@ -70,6 +71,7 @@ from belep.consensus.types import (
     Digest,
     Effect,
     Epoch,
+    Executed,
     Height,
     NodeId,
     Persist,
@@ -83,7 +85,7 @@ from belep.consensus.types import (
     View,
 )
 from belep.encoding import encode
-from belep.ledger.block import make_block
+from belep.ledger.builder import build_block
 from belep.ledger.genesis import bft_quorum
 
 __all__ = ["EPOCH", "MAX_BACKOFF", "Mode", "PbftCore", "PbftSlot", "pbft_quorum"]
@@ -179,6 +181,7 @@ class PbftCore:
         )
         self._log: WatermarkLog[PbftSlot] = WatermarkLog(size, PbftSlot)
         self._pool = RequestPool()
+        self._executed = ExecutionCursor(config.genesis_hash)
         self._forward: list[Transaction] = []
         self._fx: list[Effect] = []
         self._now = 0
@@ -217,6 +220,7 @@ class PbftCore:
         self._transfer_target = 0
         self._transfer_in_flight = False  # a RequestStateTransfer is outstanding
         self._transfer_retry = False  # waiting for the transfer timer after an empty answer
+        self._bad_answers = 0  # state-transfer answers in a row that failed verification
         self._status_asked: dict[NodeId, int] = {}  # peer -> time of the last StatusRequest
         self._restore(persisted)
 
@@ -279,16 +283,21 @@ class PbftCore:
             if parent is None:
                 break
             parent_hash, parent_ts = parent
+            state_root = self._executed.root_after(h - 1, parent_hash)
+            if state_root is None:
+                break  # the parent's execution (``Executed``) calls this again
             txs = pool.take_batch(cfg.max_batch_size)
-            block = make_block(
+            block = build_block(
                 domain=cfg.domain,
                 height=h,
                 epoch=EPOCH,
                 view=self._view,
-                prev_hash=parent_hash,
+                parent_hash=parent_hash,
+                parent_timestamp_ms=parent_ts,
                 transactions=txs,
-                timestamp_ms=max(self._now, parent_ts or 0),
+                now_ms=self._now,
                 proposer=self._id,
+                state_root=state_root,
             )
             self._fx.append(Broadcast(self._others, PrePrepare(self._view, block)))
             self._bodies.remember(block)
@@ -404,6 +413,15 @@ class PbftCore:
         if parent_ts is not None and header.timestamp_ms < parent_ts:
             self.stats["ignored.timestamp-before-parent"] += 1
             return
+        if height > self._delivered:
+            # Vote only for the execution root this replica computed after the parent
+            # (a block at or below the delivered height was checked when delivered).
+            check = self._executed.check(slot.blocks[digest])
+            if check is RootCheck.UNKNOWN:
+                return  # ``Executed`` for the parent calls this again
+            if check is RootCheck.DIFFERS:
+                self.stats["ignored.state-root-mismatch"] += 1
+                return
         slot.vote = (view, digest)
         self._persist_slot(slot)
         statement = self._rules.statement(PREPARE_KIND, view, Height(height), digest)
@@ -500,6 +518,14 @@ class PbftCore:
         committed = self._commits.certificate(self._rules.statement(COMMIT_KIND, view, h, d))
         if committed is not None:
             self._on_committed(committed)
+
+    # ------------------------------------------------------------------ execution
+
+    def _on_executed(self, event: Executed) -> None:
+        """The host executed a delivered block: its state root may unblock a vote or a proposal."""
+        if self._executed.advance(event):
+            self._try_prepare(self._executed.height + 1)
+            self._maybe_propose()
 
     # ------------------------------------------------------------------ delivery and checkpoints
 
@@ -604,8 +630,10 @@ class PbftCore:
         """Fetch committed blocks up to ``target``, known committed (by a certificate)."""
         if target <= self._delivered:
             return
-        if target > self._transfer_target and self._transfer_retry:
-            self._transfer_retry = False  # new evidence: do not wait for the retry timer
+        if target > self._transfer_target:
+            self._bad_answers = 0
+            if self._transfer_retry:
+                self._transfer_retry = False  # new evidence: do not wait for the retry timer
         self._transfer_target = max(self._transfer_target, target)
         self._fetch()
 
@@ -629,10 +657,7 @@ class PbftCore:
             next_height=Height(self._delivered + 1),
             prev_hash=self._delivered_hash,
             domain=self.config.domain,
-            epoch=EPOCH,
-            kind=COMMIT_KIND,
-            voters=self._rules.voters,
-            quorum=self._rules.quorum,
+            committee=self._rules.committee,
             cache=self._cache,
         )
         if problem is not None:
@@ -649,9 +674,20 @@ class PbftCore:
             ):
                 self._deliver(block, certificate)
         if good:
+            self._bad_answers = 0
             self._after_delivery()
             # Keep fetching until a fetch brings nothing new: blocks committed
             # while this replica was catching up were outside its watermarks.
+            self._fetch()
+        elif (
+            problem is not None
+            and self._transfer_target > self._delivered
+            and self._bad_answers < len(self._audience)
+        ):
+            # A peer answered with blocks that do not verify: ask again at once (the host
+            # asks another peer), at most once per peer before waiting for the timer. A
+            # replica that lacks a committed block cannot propose or vote above it.
+            self._bad_answers += 1
             self._fetch()
         elif self._transfer_target > self._delivered and not self._transfer_retry:
             self._transfer_retry = True  # known to exist: retry when the timer fires

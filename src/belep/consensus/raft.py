@@ -66,6 +66,7 @@ from belep.consensus.types import (
     ClientRequest,
     Effect,
     Event,
+    Executed,
     Height,
     NodeId,
     Persisted,
@@ -78,7 +79,8 @@ from belep.consensus.types import (
     Transaction,
 )
 from belep.errors import ValidationError
-from belep.ledger.block import make_block
+from belep.ledger.block import ZERO_HASH
+from belep.ledger.builder import build_block
 
 __all__ = [
     "BATCH_TIMER",
@@ -114,6 +116,9 @@ class RaftReplica(RaftCore):
             self._on_timer(event.timer)
         elif isinstance(event, BlocksFetched):
             self._on_blocks_fetched(event.blocks)
+        elif isinstance(event, Executed):
+            if self._executed.advance(event) and self._role is Role.LEADER:
+                self._drive_leader(flush=True)
         elif not isinstance(event, Persisted):  # Persisted: ordering is all we rely on
             self._ignore("unknown-event")
         return self._take()
@@ -263,27 +268,37 @@ class RaftReplica(RaftCore):
         self._out.append(SetTimer(CHECK_QUORUM_TIMER, self.config.request_timeout_ms))
 
     def _propose(self, *, force: bool = False, flush: bool = False) -> bool:
-        """Cut pending transactions into blocks while the window allows; ``force`` one block."""
+        """Cut pending transactions into a block once everything below is executed;
+        ``force`` one block (the term's first, which cannot wait: see below)."""
         proposed = False
         limit = max(1, self.config.max_batch_size)
         pending = self._requests
-        while force or (
-            pending
-            and (flush or len(pending) >= limit)
-            and self._log.last_index - self._commit < max(1, self.config.window)
-        ):
-            batch = pending.take(limit)
+        while True:
             last = self._log.last_index
-            previous = self._log.entry(last).header.timestamp_ms if self._log.has(last) else 0
-            block = make_block(
+            state_root = self._executed.root_after(last, self._block_hash(last))
+            if not force:
+                if not pending or not (flush or len(pending) >= limit):
+                    break
+                if state_root is None:
+                    break  # the execution of the entry below (``Executed``) calls this again
+            elif state_root is None:
+                # The term's first entry: the entries below it commit only through it
+                # (figure 8), so it cannot wait for their execution. Its root is unknown
+                # (ledger.execution.check_state_root); the next entry's root covers both.
+                state_root = ZERO_HASH
+            batch = pending.take(limit)
+            previous = self._log.entry(last).header.timestamp_ms if self._log.has(last) else None
+            block = build_block(
                 domain=self.config.domain,
-                height=Height(last + 1),
+                height=last + 1,
                 epoch=RAFT_EPOCH,
                 view=self._term,
-                prev_hash=self._block_hash(last),
+                parent_hash=self._block_hash(last),
+                parent_timestamp_ms=previous,
                 transactions=batch,
-                timestamp_ms=max(self._now, previous),
+                now_ms=self._now,
                 proposer=self._me,
+                state_root=state_root,
             )
             self._append_entry(block)
             self._sign_own(block.height)

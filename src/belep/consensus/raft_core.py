@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 
+from belep.consensus.executed import ExecutionCursor
 from belep.consensus.raft_cert import (
     AckCollector,
     AckSigner,
@@ -109,6 +110,7 @@ class RaftCore:
         self._vote: NodeId | None = restored.vote
         self._log = RaftLog(restored.applied_height, restored.applied_term, restored.applied_hash)
         self._requests = RequestBuffer(PENDING_LIMIT_BATCHES * max(1, config.max_batch_size))
+        self._executed = ExecutionCursor(config.genesis_hash)
         for block in restored.entries:
             self._log.append(block)
         self._requests.note_log(restored.entries, +1)

@@ -29,6 +29,13 @@ Host contract:
   committed blocks with their certificates starting at ``from_height`` from
   any of ``peers`` and feed them back as ``BlocksFetched``. The replica
   verifies every certificate; the host need not be trusted.
+* **Execution** (``docs/spec/ledger.md`` §Execution): the host executes every
+  delivered block, in height order, and feeds ``Executed(height, block_hash,
+  state_root)`` back — after a restart first for the replica's
+  ``committed_height``. A replica proposes, and votes for, the block at
+  ``h + 1`` only once it knows the state root after ``h`` (the header's
+  ``state_root``), so every certified block carries the execution root of
+  the chain below it.
 
 Handler contract (as in the Ethereum consensus specs): an invalid input
 (bad signature, wrong view, malformed message) is ignored and must not
@@ -68,6 +75,7 @@ __all__ = [
     "Effect",
     "Epoch",
     "Event",
+    "Executed",
     "Height",
     "Message",
     "NodeId",
@@ -139,7 +147,17 @@ class BlocksFetched:
     blocks: tuple[tuple[Block, QuorumCertificate], ...]
 
 
-Event = Receive | ClientRequest | TimerFired | Persisted | BlocksFetched
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """The host executed the delivered block ``height`` (``block_hash``): the state root
+    after it is ``state_root`` (:func:`belep.ledger.execution.compute_state_root`)."""
+
+    height: Height
+    block_hash: Digest
+    state_root: Digest
+
+
+Event = Receive | ClientRequest | TimerFired | Persisted | BlocksFetched | Executed
 
 
 # --------------------------------------------------------------------------
