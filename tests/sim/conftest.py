@@ -9,6 +9,10 @@ exists to exercise the harness (clock, timers, network faults, crash and
 restart, state transfer, checker, traces, shrinking). It never stands in for
 PBFT or Raft: the protocol tests use the real implementations.
 
+Like every replica it follows the host's execution contract
+(``consensus/types.py``): it proposes the next block only once its host
+reported the state root after the head (``Executed``), and carries it.
+
 It is not Byzantine-tolerant (a follower acks every proposal at its height),
 so equivocating Twins of the leader fork it: the harness tests use that to
 show the checker catching real forks.
@@ -16,11 +20,12 @@ show the checker catching real forks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
 
+from belep.consensus.executed import ExecutionCursor
 from belep.consensus.types import (
     Block,
     BlocksFetched,
@@ -29,6 +34,7 @@ from belep.consensus.types import (
     Deliver,
     Effect,
     Event,
+    Executed,
     Height,
     NodeId,
     Persist,
@@ -45,8 +51,22 @@ from belep.consensus.types import (
 )
 from belep.encoding import decode, encode, expect_bytes, expect_int, expect_list
 from belep.errors import ValidationError
-from belep.ledger.block import Epoch, View, VoteStatement, make_block
-from belep.sim.protocols import ProtocolProfile, majority_rule
+from belep.ledger.block import Epoch, View, VoteStatement
+from belep.ledger.builder import build_block
+from belep.ledger.certificate import check_block_certificate
+from belep.ledger.genesis import Committee, Member
+from belep.sim.protocols import ProtocolProfile
+
+TOY_KIND = "toy-commit"
+
+
+def toy_rule(
+    config: ReplicaConfig, _chain: Sequence[Block], block: Block, cert: QuorumCertificate
+) -> None:
+    """A majority of members signed the toy's ``toy-commit`` statement (the ledger's check)."""
+    members = tuple(Member(m, config.keys[m]) for m in config.members)
+    check_block_certificate(block.header, cert, Committee(members, config.n // 2 + 1, TOY_KIND))
+
 
 TICK = TimerId("tick")
 BATCH = TimerId("batch")
@@ -76,9 +96,7 @@ class Forward:
 
 
 def _statement(config: ReplicaConfig, block: Block) -> VoteStatement:
-    return VoteStatement(
-        "toy-commit", config.domain, Epoch(0), View(0), block.height, block.block_hash
-    )
+    return VoteStatement(TOY_KIND, config.domain, Epoch(0), View(0), block.height, block.block_hash)
 
 
 class ToyReplica:
@@ -95,6 +113,7 @@ class ToyReplica:
         self.last_commit: Commit | None = None
         self.fetching = False
         self.quorum = config.n // 2 + 1
+        self.executed = ExecutionCursor(config.genesis_hash)
         if "head" in persisted:
             h, head = expect_list(decode(persisted["head"]), "head")
             self.height = expect_int(h, "height")
@@ -154,6 +173,10 @@ class ToyReplica:
             for block, cert in event.blocks:
                 out += self._on_commit(block, cert)
             return out
+        if isinstance(event, Executed):
+            if self.executed.advance(event) and self.is_leader:
+                return self._maybe_propose(now_ms)
+            return []
         if isinstance(event, Persisted):
             return []
         return []
@@ -170,17 +193,22 @@ class ToyReplica:
     def _maybe_propose(self, now_ms: int) -> list[Effect]:
         if self.proposal is not None or not self.pending:
             return []
+        state_root = self.executed.root_after(self.height, self.head)
+        if state_root is None:
+            return []  # waits for the head's execution
         batch = tuple(self.pending[: self.config.max_batch_size])
         del self.pending[: len(batch)]
-        self.proposal = make_block(
+        self.proposal = build_block(
             domain=self.config.domain,
-            height=Height(self.height + 1),
-            epoch=Epoch(0),
-            view=View(0),
-            prev_hash=self.head,  # type: ignore[arg-type]
+            height=self.height + 1,
+            epoch=0,
+            view=0,
+            parent_hash=self.head,
+            parent_timestamp_ms=None,
             transactions=batch,
-            timestamp_ms=now_ms,
+            now_ms=now_ms,
             proposer=self.config.node_id,
+            state_root=state_root,
         )
         persist = Persist(self.height + 1, "proposal", encode(self.proposal.to_wire()))
         return [persist, *self._broadcast_proposal()]
@@ -220,7 +248,7 @@ class ToyReplica:
             return []
         try:
             block.check_tx_root()
-            majority_rule(self.config, (), block, cert)
+            toy_rule(self.config, (), block, cert)
         except ValidationError:
             return []
         self.height = block.height
@@ -244,7 +272,7 @@ def toy_profile() -> ProtocolProfile:
         factory=ToyReplica,
         byzantine_tolerant=True,
         max_faulty=lambda n: (n - 1) // 3,
-        certificate_rule=majority_rule,
+        certificate_rule=toy_rule,
     )
 
 

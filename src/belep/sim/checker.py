@@ -37,7 +37,7 @@ __all__ = ["InvariantChecker", "Violation"]
 class Violation:
     """A broken invariant: what, when, where, and the details."""
 
-    kind: str  # "agreement", "order", "link", "certificate", "exception", "liveness"
+    kind: str  # "agreement", "order", "link", "certificate", "state-root", "exception", "liveness"
     time_ms: int
     node: str
     height: int

@@ -17,6 +17,10 @@ One :class:`Simulation` runs one seed. It owns:
   partitions, link loss/duplication/reordering, and Byzantine replicas —
   message rewriting by :class:`~belep.sim.adversary.Adversary` and Twins
   (a second instance of a node, same keys, its own timers, queue and disk);
+* execution after ordering: each host executes every block its replica
+  delivers with the simulated application (:mod:`belep.sim.application`),
+  checking the block's state root against its own execution of the blocks
+  below, and feeds ``Executed`` back to the replica at once;
 * the client :class:`~belep.sim.workload.Workload` and the
   :class:`~belep.sim.checker.InvariantChecker`, consulted on every delivery.
 
@@ -24,8 +28,10 @@ Randomness: three ``random.Random`` streams derived from the seed (network,
 workload, adversary), so removing a fault while shrinking does not reshuffle
 the others. Replica code receives no randomness.
 
-The run stops at the first safety violation or an exception raised by
-replica code (both recorded), or at ``params.end_ms``.
+The run stops at the first safety violation (a correct host whose
+execution disagrees with a committed block's state root is one, of kind
+``state-root``) or an exception raised by replica code (both recorded), or at
+``params.end_ms``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from belep.consensus.types import (
     Deliver,
     Effect,
     Event,
+    Executed,
     NodeId,
     Persist,
     Persisted,
@@ -62,8 +69,12 @@ from belep.consensus.types import (
     Transaction,
 )
 from belep.crypto import PrivateKey
-from belep.ledger.block import DomainId
+from belep.errors import ValidationError
+from belep.ledger.block import Digest, DomainId
+from belep.ledger.execution import ChainExecutor, MemoryState, genesis_state_root
+from belep.ledger.genesis import TERM_START_ROOT_UNKNOWN
 from belep.sim.adversary import ADVERSARY_HOOKS, Adversary
+from belep.sim.application import PLANTED_NONDETERMINISM, SimApplication
 from belep.sim.checker import InvariantChecker, Violation
 from belep.sim.memo_suite import SIM_SUITE
 from belep.sim.model import (
@@ -86,7 +97,7 @@ __all__ = ["SIM_DOMAIN", "Simulation", "sim_key"]
 SIM_DOMAIN = DomainId("sim")
 
 # Event kinds (small ints: the queue holds plain tuples for speed).
-_MSG, _TIMER, _PERSISTED, _FETCHED, _SUBMIT, _RETRY, _FAULT, _STOP = range(8)
+_MSG, _TIMER, _PERSISTED, _FETCHED, _SUBMIT, _RETRY, _FAULT, _STOP, _EXECUTED = range(9)
 
 _KEY_CACHE: dict[str, PrivateKey] = {}
 
@@ -121,6 +132,22 @@ class _Host:
     chain: list[Block] = field(default_factory=list)
     certs: list[QuorumCertificate] = field(default_factory=list)
     may_redeliver: bool = False
+    #: Executes ``chain`` (kept with it across restarts); ``roots[h]`` = state root after h.
+    application: SimApplication = field(default_factory=SimApplication)
+    term_start_root_unknown: bool = False
+    executor: ChainExecutor | None = None
+    roots: list[Digest] = field(default_factory=list)
+
+    def reset_execution(self) -> None:
+        """Execution from the genesis (a new or wiped disk)."""
+        genesis = self.config.genesis_hash
+        self.executor = ChainExecutor.from_genesis(
+            self.application,
+            MemoryState(),
+            genesis,
+            term_start_root_unknown=self.term_start_root_unknown,
+        )
+        self.roots = [genesis_state_root(genesis)]
 
 
 class Simulation:
@@ -184,7 +211,12 @@ class Simulation:
                         ADVERSARY_HOOKS.get(profile.name),
                         targets.get(node, ()),
                     )
-                self.hosts[ikey] = _Host(ikey, node, config, behaviours is None, adversary)
+                host = _Host(ikey, node, config, behaviours is None, adversary)
+                host.term_start_root_unknown = profile.name in TERM_START_ROOT_UNKNOWN
+                if PLANTED_NONDETERMINISM in params.planted_bugs and node == self.members[-1]:
+                    host.application = SimApplication(nondeterministic=True)
+                host.reset_execution()
+                self.hosts[ikey] = host
             self.instances_of[node] = tuple(instance_keys)
         self.network = Network(params.network, self.hosts, self._net_rng)
         self.checker = InvariantChecker(
@@ -265,6 +297,10 @@ class Simulation:
                     if tracing:
                         self._log(f"fetched {a} {describe(c)}")
                     self._step(host, BlocksFetched(c))
+            elif kind == _EXECUTED:
+                host = hosts[a]
+                if host.up and host.incarnation == b:
+                    self._step(host, c)
             elif kind == _SUBMIT:
                 self._submit(None)
             elif kind == _RETRY:
@@ -352,6 +388,7 @@ class Simulation:
             if block.header.height == len(host.chain) + 1:
                 host.chain.append(block)
                 host.certs.append(certificate)
+                self._execute_block(host, block)
             return
         before = self.checker.height
         violation, new = self.checker.check_delivery(
@@ -363,10 +400,7 @@ class Simulation:
             may_redeliver=host.may_redeliver,
         )
         if violation is not None:
-            self.violation = violation
-            self._log(
-                f"VIOLATION {violation.kind} {host.key} h={violation.height}: {violation.detail}"
-            )
+            self._violate(violation)
             return
         if new:
             host.chain.append(block)
@@ -374,6 +408,38 @@ class Simulation:
             host.may_redeliver = False
             if self.checker.height > before:
                 self.workload.on_commit(block.transactions, self.now)
+            self._execute_block(host, block)
+        else:
+            self._report_executed(host, block.height)
+
+    def _violate(self, violation: Violation) -> None:
+        self.violation = violation
+        self._log(
+            f"VIOLATION {violation.kind} {violation.node} h={violation.height}: {violation.detail}"
+        )
+
+    def _execute_block(self, host: _Host, block: Block) -> None:
+        """Execute a newly delivered block (state root first) and tell the replica."""
+        executor = host.executor
+        if executor is None:
+            return  # a Byzantine host whose execution already failed: it gets no more roots
+        try:
+            execution = executor.execute(block)
+        except ValidationError as exc:
+            if host.correct:
+                self._violate(Violation("state-root", self.now, host.key, block.height, str(exc)))
+            host.executor = None
+            return
+        host.roots.append(execution.state_root)
+        self._report_executed(host, block.height)
+
+    def _report_executed(self, host: _Host, height: int) -> None:
+        """Queue ``Executed`` for the block at ``height`` of the host's chain, now."""
+        if height < 1 or height >= len(host.roots):
+            return
+        block = host.chain[height - 1]
+        event = Executed(block.height, block.block_hash, host.roots[height])
+        self._push(self.now, _EXECUTED, host.key, host.incarnation, event)
 
     def _state_transfer(self, host: _Host, request: RequestStateTransfer) -> None:
         """Serve ``request`` from a random qualified peer; request and answer cross the network.
@@ -436,6 +502,7 @@ class Simulation:
             self._replica_raised(host, "start")
             return
         self._execute(host, effects)
+        self._report_executed(host, replica.committed_height)
 
     def _crash(self, node: NodeId) -> None:
         for key in self.instances_of[node]:
@@ -453,6 +520,7 @@ class Simulation:
                 host.store.clear()
                 host.chain.clear()
                 host.certs.clear()
+                host.reset_execution()
             host.may_redeliver = True
             self._start(host, dict(host.store))
 

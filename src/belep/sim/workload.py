@@ -26,7 +26,13 @@ import struct
 from belep.consensus.types import Digest, Transaction
 from belep.sim.model import WorkloadParams
 
-__all__ = ["SIM_TX_MAGIC", "Workload", "make_sim_transaction", "validate_sim_transaction"]
+__all__ = [
+    "SIM_TX_MAGIC",
+    "Workload",
+    "make_sim_transaction",
+    "read_sim_header",
+    "validate_sim_transaction",
+]
 
 SIM_TX_MAGIC = b"BELEP-SIM-TX1"
 _HEAD = struct.Struct(">HII")  # client, sequence, total payload length
@@ -40,13 +46,19 @@ def make_sim_transaction(client: int, seq: int, size: int, rng: random.Random) -
     return Transaction(SIM_TX_MAGIC + _HEAD.pack(client & 0xFFFF, seq, size) + body)
 
 
+def read_sim_header(payload: bytes) -> tuple[int, int] | None:
+    """``(client, sequence)`` of a well-formed simulated transaction, else ``None``."""
+    if len(payload) < _HEAD_SIZE or not payload.startswith(SIM_TX_MAGIC):
+        return None
+    client, seq, length = _HEAD.unpack_from(payload, len(SIM_TX_MAGIC))
+    if length != len(payload):
+        return None
+    return int(client), int(seq)
+
+
 def validate_sim_transaction(tx: Transaction) -> bool:
     """A simulated client's transaction: magic, header, and the declared length."""
-    p = tx.payload
-    if len(p) < _HEAD_SIZE or not p.startswith(SIM_TX_MAGIC):
-        return False
-    length: int = _HEAD.unpack_from(p, len(SIM_TX_MAGIC))[2]
-    return length == len(p)
+    return read_sim_header(tx.payload) is not None
 
 
 class Workload:
