@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from belep.app.envelope import EnvelopeValidator, parse_envelope
 from belep.bench.consensus import LoadSpec, bench_topology
 from belep.bench.gate import BusyGate
 from belep.bench.loadgen import ERROR_BACKOFF_S, BatchOutcome, Recorder, run_closed_loop
@@ -17,6 +16,7 @@ from belep.bench.sweep import SystemPlan, is_saturated, parse_system, plot_sweep
 from belep.bench.workload import RecordStream, presign, presign_cached
 from belep.errors import ConfigError
 from belep.ledger.block import Transaction
+from belep.ledger.envelope import EnvelopeValidator, parse_envelope
 from belep.node.topology import parse_topology
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from belep.app.envelope import sign_envelope
 from belep.crypto import PrivateKey
 from belep.encoding import encode
 from belep.ledger.datadir import node_domain_dir
+from belep.ledger.envelope import sign_envelope
 from belep.ledger.genesis import read_genesis
 from belep.ledger.store import BlockStore
 from belep.node.chaincheck import verify_domain_chain

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from harness import free_base_port, make_network
 
-from belep.app.envelope import Envelope, sign_envelope
 from belep.crypto import PrivateKey
 from belep.encoding import encode
+from belep.ledger.envelope import Envelope, sign_envelope
 from belep.node.launcher import LocalNetwork
 from belep.node.protocols import registered_protocols
 

@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
-from belep.app.envelope import sign_envelope
+from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey
 from belep.ledger.block import DomainId, NodeId, Transaction
 from belep.ledger.builder import ChainBuilder, make_genesis
+from belep.ledger.envelope import sign_envelope
 from belep.node.admission import DEFAULT_MAX_OUTSTANDING, AdmissionPolicy, refusal
 from belep.node.commits import ABANDON_AFTER_S, Backlog, CommitTracker
 from belep.node.topology import TuningPlan, parse_topology
@@ -116,7 +117,12 @@ def test_backlog_ages_counts_and_forgets_committed() -> None:
     tracker = CommitTracker(lambda _d, s: latencies.append(s), clock=clock)
     first, second = txs(2)
     assert tracker.backlog(D) == Backlog(0, 0.0)
-    tracker.committed(D, ChainBuilder(GENESIS, KEYS).next_block([b"x"], timestamp_ms=1)[0])
+    tracker.committed(
+        D,
+        ChainBuilder(GENESIS, KEYS, application=BelepApplication()).next_block(
+            [b"x"], timestamp_ms=1
+        )[0],
+    )
     assert tracker.backlog(D) == Backlog(0, 0.0)  # others' transactions are not this rate
     tracker.submitted(D, first)
     clock.now += 0.3
@@ -125,7 +131,9 @@ def test_backlog_ages_counts_and_forgets_committed() -> None:
     clock.now += 0.4
     assert tracker.backlog(D) == Backlog(2, pytest.approx(0.7))
     assert tracker.backlog(DomainId("other")) == Backlog(0, 0.0)
-    block, _ = ChainBuilder(GENESIS, KEYS).next_block([first.payload], timestamp_ms=1)
+    block, _ = ChainBuilder(GENESIS, KEYS, application=BelepApplication()).next_block(
+        [first.payload], timestamp_ms=1
+    )
     tracker.committed(D, block)
     assert tracker.backlog(D) == Backlog(1, pytest.approx(0.4), 0.5)  # 1 tx in 2 s
     assert latencies == [pytest.approx(0.7)]
@@ -154,7 +162,9 @@ def test_overdue_hands_each_back_once_and_skips_committed() -> None:
     clock.now += 1.0
     for tx in batch[3:]:
         tracker.submitted(D, tx)
-    block, _ = ChainBuilder(GENESIS, KEYS).next_block([batch[1].payload], timestamp_ms=1)
+    block, _ = ChainBuilder(GENESIS, KEYS, application=BelepApplication()).next_block(
+        [batch[1].payload], timestamp_ms=1
+    )
     tracker.committed(D, block)
     assert tracker.overdue(0.5) == [(D, batch[0]), (D, batch[2])]
     assert tracker.overdue(0.5) == []
@@ -183,7 +193,7 @@ def test_wait_all_one_timer_for_many() -> None:
         batch = txs(3)
         watched = [(tx.tx_hash, tracker.watch(tx.tx_hash)) for tx in batch]
         assert tracker.waiting == 3
-        builder = ChainBuilder(GENESIS, KEYS)
+        builder = ChainBuilder(GENESIS, KEYS, application=BelepApplication())
         block, _ = builder.next_block([batch[0].payload, batch[2].payload], timestamp_ms=1)
         asyncio.get_running_loop().call_soon(tracker.committed, D, block)
         found = await tracker.wait_all(watched, 0.2)

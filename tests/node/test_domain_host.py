@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from belep.app.envelope import EnvelopeValidator, sign_envelope
+from belep.app.machine import BelepApplication
 from belep.consensus.types import ReplicaConfig
 from belep.crypto import PrivateKey
 from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate, Transaction
 from belep.ledger.builder import ChainBuilder, make_genesis
+from belep.ledger.envelope import EnvelopeValidator, sign_envelope
 from belep.ledger.genesis import Genesis
+from belep.ledger.state_store import StateDatabase
 from belep.ledger.store import BlockStore
 from belep.node.domain import DomainHost, SafetyHalt
 from belep.node.kvstore import ConsensusState
@@ -39,7 +41,7 @@ class Cluster:
         self.root = root
         self.genesis = genesis
         self.hosts: dict[NodeId, DomainHost] = {}
-        self.files: dict[NodeId, tuple[BlockStore, ConsensusState]] = {}
+        self.files: dict[NodeId, tuple[BlockStore, ConsensusState, StateDatabase]] = {}
         self.down: set[NodeId] = set()
         self.waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
 
@@ -48,7 +50,8 @@ class Cluster:
         directory.mkdir(exist_ok=True)
         store = BlockStore.open(directory / "chain.sqlite3", self.genesis)
         state = ConsensusState(directory / "consensus.sqlite3")
-        self.files[node] = (store, state)
+        execution = StateDatabase.open(directory / "state.sqlite3", self.genesis)
+        self.files[node] = (store, state, execution)
         config = ReplicaConfig(
             node_id=node,
             domain=self.genesis.domain,
@@ -66,6 +69,8 @@ class Cluster:
             factory=replica_factory(self.genesis.protocol),
             store=store,
             state=state,
+            execution=execution,
+            application=BelepApplication(),
             send=lambda peer, channel, payload, me=node: self._route(me, peer, channel, payload),
             on_commit=self._committed,
             is_connected=lambda peer: peer not in self.down,
@@ -106,9 +111,10 @@ class Cluster:
     async def close(self, node: NodeId) -> None:
         self.down.add(node)
         await self.hosts[node].stop()
-        store, state = self.files.pop(node)
+        store, state, execution = self.files.pop(node)
         store.close()
         state.close()
+        execution.close()
 
     def chain(self, node: NodeId) -> list[bytes]:
         store = self.files[node][0]
@@ -186,7 +192,7 @@ def test_conflicting_stored_block_halts_the_host(tmp_path: Path) -> None:
         victim = NODES[2]
         # Plant a certified block at height 1 that consensus will not choose.
         planted = cluster.open(victim)
-        builder = ChainBuilder(genesis, KEYS)
+        builder = ChainBuilder(genesis, KEYS, application=BelepApplication())
         block, qc = builder.next_block([b"not what consensus commits"], timestamp_ms=1)
         planted._store.append(block, qc)
         await cluster.close(victim)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from belep.app.envelope import EnvelopeValidator, parse_envelope, sign_envelope
+from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey
 from belep.errors import ConfigError, ValidationError
 from belep.ledger.block import Digest, DomainId, Height, NodeId, Transaction, make_block
 from belep.ledger.builder import ChainBuilder, make_genesis
+from belep.ledger.envelope import EnvelopeValidator, parse_envelope, sign_envelope
 from belep.node.anchoring import ANCHOR_KIND, Anchorer, anchor_policy, anchors_in, read_anchor
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
@@ -29,7 +30,7 @@ GENESIS = make_genesis("d", KEYS)
 
 
 def test_sync_round_trip_and_refusals() -> None:
-    builder = ChainBuilder(GENESIS, KEYS)
+    builder = ChainBuilder(GENESIS, KEYS, application=BelepApplication())
     blocks = tuple(builder.next_block([b"tx%d" % i], timestamp_ms=i) for i in range(3))
     for message in (SyncRequest(Height(4), 10), SyncTip(Height(9)), SyncBlocks(Height(1), blocks)):
         assert decode_sync(encode_sync(message)) == message
@@ -168,7 +169,7 @@ def test_commit_tracker_waits_latency_and_overdue() -> None:
         assert tracker.overdue(0.0) == []  # handed back once
         waiter = asyncio.ensure_future(tracker.wait(txs[0].tx_hash, 5))
         await asyncio.sleep(0)
-        builder = ChainBuilder(GENESIS, KEYS)
+        builder = ChainBuilder(GENESIS, KEYS, application=BelepApplication())
         block, _ = builder.next_block([txs[0].payload], timestamp_ms=1)
         tracker.committed(DomainId("d"), block)
         info = await waiter

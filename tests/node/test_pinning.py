@@ -15,13 +15,14 @@ from pathlib import Path
 
 import httpx
 
-from belep.app.envelope import sign_envelope
+from belep.app.machine import BelepApplication
 from belep.content.blockstore import Blockstore
 from belep.content.importer import import_file
 from belep.content.ingest import add_file
 from belep.crypto import PrivateKey
 from belep.ledger.block import Block, DomainId
 from belep.ledger.builder import ChainBuilder, committee_keys, make_genesis
+from belep.ledger.envelope import sign_envelope
 from belep.ledger.store import BlockStore
 from belep.node.kvstore import ConsensusState
 from belep.node.pinning import PinDomain, Pinner, cids_of_payloads
@@ -47,7 +48,7 @@ class Rig:
         self.root = root
         self.genesis = make_genesis("d", KEYS)
         self.chain = BlockStore.open(root / "chain.sqlite3", self.genesis)
-        self.builder = ChainBuilder(self.genesis, KEYS)
+        self.builder = ChainBuilder(self.genesis, KEYS, application=BelepApplication())
         self.content = Blockstore(root / "content", sync=False)
 
     def commit(self, payloads: list[bytes]) -> Block:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from belep.app.machine import BelepApplication
 from belep.crypto import sha256
 from belep.encoding import encode
 from belep.ledger.block import NodeId
@@ -134,7 +135,7 @@ def run_ledger_bench(
     """Run the benchmark in ``directory`` (which must exist); see the module docstring."""
     keys = committee_keys("bench", max(4, signers))
     genesis: Genesis = make_genesis("bench-domain", keys)
-    builder = ChainBuilder(genesis, keys, signers=[NodeId(f"bench-{i}") for i in range(1, signers + 1)])  # fmt: skip
+    builder = ChainBuilder(genesis, keys, application=BelepApplication(), signers=[NodeId(f"bench-{i}") for i in range(1, signers + 1)])  # fmt: skip
     payloads = _PayloadFactory(payload_size)
     chain_path = directory / "chain.sqlite3"
     raw = _raw_database(directory / "raw.sqlite3")

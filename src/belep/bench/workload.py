@@ -7,8 +7,8 @@ capture metadata and a file digest) and :func:`presign` (many of them,
 signed before a measurement starts, in worker processes, so the client's
 signing never competes with the nodes during the measured window).
 
-Invariants: every record is a valid :class:`~belep.app.envelope.Envelope`
-(it passes :class:`~belep.app.envelope.EnvelopeValidator`); records of one
+Invariants: every record is a valid :class:`~belep.ledger.envelope.Envelope`
+(it passes :class:`~belep.ledger.envelope.EnvelopeValidator`); records of one
 seed are distinct (the nonce is the sequence number), so their transaction
 hashes are distinct; the encoded size is close to :data:`RECORD_BYTES`.
 The body carries the file's CID as text, not in the envelope's ``cids``
@@ -29,9 +29,9 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from belep.app.envelope import sign_envelope
 from belep.crypto import PrivateKey, sha256
 from belep.encoding import Value
+from belep.ledger.envelope import sign_envelope
 
 __all__ = [
     "AUTHORS",

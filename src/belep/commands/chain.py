@@ -98,6 +98,7 @@ def _verify_one(
     expect_genesis: str | None,
     checkpoint: tuple[int, bytes] | None,
     check_sigs: bool,
+    execute: bool,
     sqlite_check: bool,
     progress: Progress | None,
 ) -> dict[str, Any]:
@@ -140,13 +141,16 @@ def _verify_one(
             if progress is not None and task is not None:
                 progress.advance(task)
 
-        report: VerifyReport = verify_store(store, genesis, check_sigs=check_sigs, on_block=advance)
+        report: VerifyReport = verify_store(
+            store, genesis, check_sigs=check_sigs, execute=execute, on_block=advance
+        )
         if report.ok and checkpoint is not None:
             missed = _check_checkpoint(store, report, checkpoint)
             if missed is not None:
                 report = replace(report, finding=missed)
     result.update(report.to_json())
     result["signatures_checked"] = check_sigs
+    result["executed"] = execute
     return result
 
 
@@ -172,12 +176,19 @@ def verify_command(
     no_signatures: Annotated[
         bool, typer.Option("--no-signatures", help="Skip certificate signature checks.")
     ] = False,
+    no_execute: Annotated[
+        bool,
+        typer.Option(
+            "--no-execute", help="Do not execute the blocks again (state roots unchecked)."
+        ),
+    ] = False,
     sqlite_check: Annotated[
         bool, typer.Option("--sqlite-check", help="Also run SQLite's PRAGMA integrity_check.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Walk whole chains: hash links, heights, Merkle roots, certificates and signatures."""
+    """Walk whole chains: hash links, heights, Merkle roots, certificates, signatures,
+    configuration changes, and state roots by executing every block again."""
     checkpoint = _parse_checkpoint(expect_block)
     directories = _domains(data_dir, domain)
     console = Console(stderr=True)
@@ -200,6 +211,7 @@ def verify_command(
                     expect_genesis=expect_genesis,
                     checkpoint=checkpoint,
                     check_sigs=not no_signatures,
+                    execute=not no_execute,
                     sqlite_check=sqlite_check,
                     progress=progress if show_progress else None,
                 )

@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey, sha256, write_private_key
 from belep.encoding import Value, decode, encode
 from belep.ledger.block import NodeId
@@ -162,12 +163,12 @@ def run_demo(directory: Path, blocks: int, out: Console) -> bool:
     out.print(f"genesis hash [cyan]{genesis.genesis_hash.hex()}[/]")
 
     out.rule(f"[bold]2. {blocks} certified blocks of table-1 dispatches and evidence")
-    builder = ChainBuilder(genesis, keys)
+    builder = ChainBuilder(genesis, keys, application=BelepApplication())
     start_ms = genesis.created_ms
     with BlockStore.open(domain_dir.chain_path, genesis) as store:
         for i, payloads in enumerate(sample_transactions(blocks, start_ms)):
             block, qc = builder.next_block(payloads, timestamp_ms=start_ms + i * 60_000)
-            store.append(block, qc, verify_qc=True)
+            store.append(block, qc, committee=genesis.committee())
         table = Table("task", "plate", "officer", "location", "height", title="dispatches on chain")
         dispatch_hashes: dict[str, bytes] = {}
         for block, _qc in store.iter_committed(1):

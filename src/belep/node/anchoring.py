@@ -1,9 +1,7 @@
 """Cross-level anchoring: a child domain's tip is committed into its parent's chain.
 
-Owns the ``anchor`` transaction (body ``{domain, height, block_hash}``, an
-:class:`~belep.app.envelope.Envelope` signed by a voter of the parent
-domain) and :class:`Anchorer`, the node-side driver (``docs/spec/node.md``
-§Anchoring):
+Owns :class:`Anchorer`, the node-side driver of the ``anchor`` transaction
+(:mod:`belep.app.anchors`; ``docs/spec/node.md`` §Anchoring):
 
 * a node that is a voter of a parent domain and holds a child chain (as an
   observer/standby of the child) watches the child's tip;
@@ -29,47 +27,17 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from belep.app.envelope import Envelope, parse_envelope, sign_envelope
+from belep.app.anchors import ANCHOR_KIND, anchor_body, anchors_in, read_anchor
 from belep.crypto import PrivateKey, PublicKey
-from belep.encoding import Value
-from belep.errors import ValidationError
-from belep.ledger.block import HASH_SIZE, Block, Digest, DomainId, NodeId, Transaction
+from belep.ledger.block import Block, Digest, DomainId, NodeId, Transaction
+from belep.ledger.envelope import Envelope, sign_envelope
 from belep.node.topology import AnchorPolicy
 
 __all__ = ["ANCHOR_KIND", "Anchorer", "anchor_policy", "read_anchor"]
 
 log = logging.getLogger("belep.node.anchoring")
 
-ANCHOR_KIND = "anchor"
-#: Quick pre-filter: the canonical bytes of ``"kind": "anchor"`` inside an envelope.
-_ANCHOR_MARK = b"dkindfanchor"
 MIN_STAGGER_MS = 500
-
-
-@dataclass(frozen=True, slots=True)
-class AnchorRecord:
-    domain: DomainId
-    height: int
-    block_hash: Digest
-
-
-def anchor_body(domain: str, height: int, block_hash: bytes) -> dict[str, Value]:
-    return {"domain": domain, "height": height, "block_hash": block_hash}
-
-
-def read_anchor(envelope: Envelope) -> AnchorRecord | None:
-    """The anchor an envelope carries, or ``None`` if it is not a well-formed anchor."""
-    if envelope.kind != ANCHOR_KIND:
-        return None
-    body = envelope.body
-    if set(body) != {"domain", "height", "block_hash"}:
-        return None
-    domain, height, block_hash = body["domain"], body["height"], body["block_hash"]
-    if not isinstance(domain, str) or type(height) is not int or height < 1:
-        return None
-    if not isinstance(block_hash, bytes) or len(block_hash) != HASH_SIZE:
-        return None
-    return AnchorRecord(DomainId(domain), height, Digest(block_hash))
 
 
 def anchor_policy(voters: Mapping[NodeId, PublicKey]) -> Callable[[Envelope], bool]:
@@ -82,21 +50,6 @@ def anchor_policy(voters: Mapping[NodeId, PublicKey]) -> Callable[[Envelope], bo
         return envelope.author in keys and read_anchor(envelope) is not None
 
     return policy
-
-
-def anchors_in(block: Block) -> list[AnchorRecord]:
-    """Every well-formed anchor transaction of ``block``."""
-    found = []
-    for tx in block.transactions:
-        if _ANCHOR_MARK not in tx.payload:
-            continue
-        try:
-            record = read_anchor(parse_envelope(tx.payload))
-        except ValidationError:
-            continue
-        if record is not None:
-            found.append(record)
-    return found
 
 
 @dataclass(slots=True)

@@ -30,13 +30,13 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from belep.app.envelope import sign_envelope
+from belep.app.anchors import anchors_in
 from belep.crypto import PrivateKey
 from belep.errors import NetworkError
 from belep.ledger.datadir import node_domain_dir
+from belep.ledger.envelope import sign_envelope
 from belep.ledger.genesis import read_genesis
 from belep.ledger.store import BlockStore
-from belep.node.anchoring import anchors_in
 from belep.node.chaincheck import verify_domain_chain
 from belep.node.launcher import LocalNetwork
 from belep.node.presets import load_topology

@@ -26,6 +26,17 @@ restarted replica delivers again is checked against the stored one (same
 hash: skipped; different hash: the node stops — a safety violation is
 never papered over).
 
+Execution after ordering (``docs/spec/node.md`` §Execution). In step 1 each
+newly delivered block is also executed with the node's application into the
+domain's state database (:class:`~belep.ledger.state_store.StateDatabase`),
+after its state root was checked against this node's execution of the
+blocks below (a mismatch halts the node: its execution is not the
+committee's). The state database is committed after step 2; it is derived
+from the chain, so at start the host executes whatever stored blocks it
+lacks before the replica starts. After the flush the replica is told the
+state root after its latest delivered block (``Executed``, ahead of any
+queued event), so it can propose and vote on the next one.
+
 Timers are ``loop.call_later`` handles with a generation number, so a
 timer that was replaced or cancelled after its callback was queued never
 fires. Decoding a peer's bytes happens before anything reaches the replica;
@@ -49,6 +60,7 @@ from belep.consensus.types import (
     Deliver,
     Effect,
     Event,
+    Executed,
     Persist,
     Persisted,
     Receive,
@@ -60,7 +72,7 @@ from belep.consensus.types import (
     TimerFired,
     TimerId,
 )
-from belep.errors import BelepError, ChainError, ValidationError
+from belep.errors import BelepError, ChainError, CorruptStore, ValidationError
 from belep.ledger.block import (
     Block,
     Digest,
@@ -70,7 +82,9 @@ from belep.ledger.block import (
     QuorumCertificate,
     Transaction,
 )
+from belep.ledger.execution import Application, ChainExecutor, genesis_state_root
 from belep.ledger.genesis import Genesis
+from belep.ledger.state_store import StateDatabase
 from belep.ledger.store import BlockStore
 from belep.node.kvstore import ConsensusState
 from belep.node.protocols import ReplicaFactory, decode_message, encode_message
@@ -85,7 +99,7 @@ from belep.node.sync import (
     sync_channel,
 )
 
-__all__ = ["DomainHost", "DomainStatus", "SafetyHalt"]
+__all__ = ["DomainHost", "DomainStatus", "ExecutionDiverged", "SafetyHalt"]
 
 log = logging.getLogger("belep.node.domain")
 
@@ -104,6 +118,15 @@ CommitListener = Callable[[DomainId, Block, QuorumCertificate], None]
 
 class SafetyHalt(BelepError):
     """A replica delivered a block that conflicts with the stored chain: stop the node."""
+
+
+class ExecutionDiverged(SafetyHalt):
+    """A committed block's state root is not this node's execution of the chain below it:
+    this node's application state or rules differ from the committee's. Stop the node."""
+
+
+#: Blocks executed per state-database transaction while catching up at start.
+CATCH_UP_CHUNK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +167,8 @@ class DomainHost:
         factory: ReplicaFactory,
         store: BlockStore,
         state: ConsensusState,
+        execution: StateDatabase,
+        application: Application,
         send: SendFunction,
         reader: BlockStore | None = None,
         on_commit: CommitListener,
@@ -161,6 +186,9 @@ class DomainHost:
         self._store = store
         self._reader = reader if reader is not None else store
         self._state = state
+        self._execution = execution
+        self._application = application
+        self._executor: ChainExecutor | None = None
         self._send = send
         self._on_commit = on_commit
         self._is_connected = is_connected
@@ -191,7 +219,9 @@ class DomainHost:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Build the replica from the persisted state and start its loop."""
+        """Execute the stored blocks the state lacks, build the replica from the persisted
+        state, tell it where execution stands, and start its loop."""
+        self._executor = self._catch_up_execution()
         persisted = self._state.load()
         self._replica = self._factory(self.config, persisted)
         outbox: list[tuple[NodeId, bytes]] = []
@@ -199,9 +229,75 @@ class DomainHost:
         delivered: list[tuple[Block, QuorumCertificate]] = []
         self._run_effects(self._replica.start(now_ms()), outbox, tokens, delivered)
         self._flush(outbox, tokens, delivered)
+        self._report_executed(self._replica.committed_height)
         self._task = asyncio.get_running_loop().create_task(
             self._loop(), name=f"domain-{self.domain}"
         )
+
+    def _catch_up_execution(self) -> ChainExecutor:
+        """Execute the stored blocks above the state database's executed height.
+
+        Raises :class:`~belep.errors.CorruptStore` if the state database is ahead
+        of the chain or executed another chain (it is derived data: delete it and
+        the node rebuilds it from the chain).
+        """
+        db = self._execution
+        tip = self._store.tip()
+        height = db.executed_height()
+        if height > tip.height:
+            raise CorruptStore(
+                f"domain {self.domain}: the state database executed height {height} but the"
+                f" chain ends at {tip.height} (blocks are missing from the block store)"
+            )
+        record = db.record(height) if height else None
+        if record is not None and record.block_hash != self._store.get_header(height).block_hash:
+            raise CorruptStore(
+                f"domain {self.domain}: the state database executed another block at height"
+                f" {height} than the chain holds; delete {db.path} to rebuild it from the chain"
+            )
+        executor = ChainExecutor(
+            self._application,
+            db,
+            height=height,
+            block_hash=self.genesis.genesis_hash if record is None else record.block_hash,
+            root=genesis_state_root(self.genesis.genesis_hash)
+            if record is None
+            else record.state_root,
+            parent_view=None if record is None else record.view,
+            term_start_root_unknown=self.genesis.term_start_root_unknown,
+        )
+        if height < tip.height:
+            log.info(
+                "domain %s: executing stored blocks %d..%d",
+                self.domain,
+                height + 1,
+                tip.height,
+                extra={"event": "node.catch_up_execution", "domain": self.domain},
+            )
+        for block, _certificate in self._store.iter_committed(height + 1, tip.height):
+            self._execute(executor, block)
+            if block.height % CATCH_UP_CHUNK == 0:
+                db.commit()
+        db.commit()
+        return executor
+
+    def _execute(self, executor: ChainExecutor, block: Block) -> None:
+        try:
+            executor.execute(block)
+        except ValidationError as exc:
+            raise ExecutionDiverged(
+                f"domain {self.domain}: the committed block at height {block.height} does not"
+                f" carry this node's state root: {exc}"
+            ) from exc
+
+    def _report_executed(self, height: int) -> None:
+        """Tell the replica the state root after ``height``, before any other queued event."""
+        if height < 1:
+            return
+        record = self._execution.record(height)
+        if record is not None:
+            self._events.appendleft(Executed(record.height, record.block_hash, record.state_root))
+            self._wake.set()
 
     async def stop(self) -> None:
         """Stop handling events; flush what the last round staged; cancel timers."""
@@ -468,10 +564,15 @@ class DomainHost:
         self._release(outbox, tokens, delivered)
 
     def _write(self, delivered: list[tuple[Block, QuorumCertificate]]) -> None:
-        """Steps 1 and 2 of a flush: ledger appends, then the staged consensus state."""
+        """Steps 1 and 2 of a flush: ledger appends and execution, the staged consensus
+        state, then the executed state (derived data: it may lag after a crash)."""
+        executor = self._executor
         for block, certificate in delivered:
             self._append(block, certificate)
+            if executor is not None and block.height == executor.height + 1:
+                self._execute(executor, block)
         self._state.commit()
+        self._execution.commit()
 
     def _release(
         self,
@@ -492,6 +593,8 @@ class DomainHost:
             self._wake.set()
         for block, certificate in delivered:
             self._on_commit(self.domain, block, certificate)
+        if delivered:
+            self._report_executed(delivered[-1][0].height)
         self._note_view()
 
     def _append(self, block: Block, certificate: QuorumCertificate) -> None:

@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from belep.app.envelope import parse_envelope
 from belep.content.blockstore import Blockstore
 from belep.content.cid import parse_cid
 from belep.content.fetch import fetch_dag
 from belep.errors import BelepError, ValidationError
 from belep.ledger.block import Block, DomainId
+from belep.ledger.envelope import parse_envelope
 from belep.ledger.store import BlockStore
 from belep.node.kvstore import ConsensusState
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from belep.app.envelope import EnvelopeValidator
+from belep.app.machine import BelepApplication
 from belep.consensus.types import ReplicaConfig
 from belep.content.blockstore import Blockstore
 from belep.crypto import PublicKey, read_private_key
@@ -43,7 +43,9 @@ from belep.encoding import decode, encode, expect_bytes, expect_list
 from belep.errors import ConfigError, StorageError, ValidationError
 from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate, Transaction
 from belep.ledger.datadir import node_domain_dir
+from belep.ledger.envelope import EnvelopeValidator
 from belep.ledger.genesis import read_genesis
+from belep.ledger.state_store import STATE_DB, StateDatabase
 from belep.ledger.store import BlockStore
 from belep.net import PeerAddress, Transport, TransportConfig
 from belep.node.admission import AdmissionPolicy
@@ -117,6 +119,7 @@ class Node:
         self._stores: list[BlockStore] = []
         self._readers: dict[DomainId, BlockStore] = {}
         self._states: list[ConsensusState] = []
+        self._executions: list[StateDatabase] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.ready = False
@@ -184,12 +187,16 @@ class Node:
             self._readers[genesis.domain] = reader
             state = ConsensusState(directory.root / CONSENSUS_DB)
             self._states.append(state)
+            execution = StateDatabase.open(directory.root / STATE_DB, genesis)
+            self._executions.append(execution)
             host = DomainHost(
                 config=replica_config,
                 genesis=genesis,
                 factory=replica_factory(genesis.protocol),
                 store=store,
                 state=state,
+                execution=execution,
+                application=BelepApplication(),
                 send=self._send,
                 reader=reader,
                 on_commit=self._on_commit,
@@ -472,6 +479,9 @@ class Node:
         for state in self._states:
             with contextlib.suppress(StorageError):
                 state.close()
+        for execution in self._executions:
+            with contextlib.suppress(StorageError):
+                execution.close()
         for store in self._stores:
             with contextlib.suppress(StorageError):
                 store.close()
