@@ -15,6 +15,11 @@ runs; ``docs/spec/node.md``). At start the node
    one-second housekeeping tick (tip gossip, state-transfer timeouts,
    anchoring decisions).
 
+Every block a domain host commits goes through the node's *commit listeners*
+(:attr:`Node.commit_listeners`), run in the order they were registered at
+start: the transaction counters, the commit tracker (waiting clients and the
+admission backlog), the anchorer of the domain's children, the pinner.
+
 It stops on SIGTERM or SIGINT (graceful: HTTP first, then the replicas
 flush their last round, then the transport and the stores close) and
 restarts after ``kill -9`` from what is on disk: the block stores and
@@ -52,7 +57,7 @@ from belep.node.api import HttpServer, start_http
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
 from belep.node.config import NodeConfig, read_node_config
-from belep.node.domain import DomainHost, now_ms
+from belep.node.domain import CommitListener, DomainHost, now_ms
 from belep.node.genesis_seal import (
     GENESIS_SIGS_FILE,
     check_genesis_signatures,
@@ -111,6 +116,8 @@ class Node:
         self.metrics = NodeMetrics(self.sample)
         self.commits = CommitTracker(self.metrics.observe_latency)
         self.anchorers: dict[DomainId, Anchorer] = {}
+        #: Run in order on every committed block of every domain (see :meth:`_on_commit`).
+        self.commit_listeners: list[CommitListener] = [self._count_commit, self._track_commit]
         self.transactions_committed: dict[DomainId, int] = {}
         #: ``time.monotonic()`` of each domain's last commit seen by this process.
         self.last_commit_s: dict[DomainId, float] = {}
@@ -226,6 +233,8 @@ class Node:
             for block, _ in self._readers[parent].iter_committed(start, host.height):
                 anchorer.on_parent_commit(block, now_ms())
             self.anchorers[parent] = anchorer
+        if self.anchorers:
+            self.commit_listeners.append(self._anchor_commit)
 
     def _setup_pinning(self) -> None:
         entries: dict[DomainId, PinDomain] = {}
@@ -244,6 +253,7 @@ class Node:
             lambda: make_peer_token(self.key, self.config.network_id, self.node_id, now_ms()),
         )
         self.pinner.load_cursors()
+        self.commit_listeners.append(self._pin_commit)
 
     async def start(self) -> None:
         config = self.config
@@ -363,13 +373,24 @@ class Node:
                 extra={"event": "node.relay", "domain": domain},
             )
 
-    def _on_commit(self, domain: DomainId, block: Block, _certificate: QuorumCertificate) -> None:
+    def _on_commit(self, domain: DomainId, block: Block, certificate: QuorumCertificate) -> None:
+        """A domain host committed ``block``: run every commit listener, in order."""
+        for listener in self.commit_listeners:
+            listener(domain, block, certificate)
+
+    def _count_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         self.transactions_committed[domain] += len(block.transactions)
         self.last_commit_s[domain] = time.monotonic()
+
+    def _track_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         self.commits.committed(domain, block)
+
+    def _anchor_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         anchorer = self.anchorers.get(domain)
         if anchorer is not None:
             anchorer.on_parent_commit(block, now_ms())
+
+    def _pin_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         if self.pinner is not None:
             self.pinner.on_commit(domain, block)
 
