@@ -11,9 +11,12 @@ runs; ``docs/spec/node.md``). At start the node
    registry makes for the genesis's protocol (voter or observer by the
    genesis);
 3. starts the transport (peers: every member and observer of its domains),
-   the replicas, the HTTP server, the anchoring and pinning tasks and a
-   one-second housekeeping tick (tip gossip, state-transfer timeouts,
+   the HTTP server, the replicas, the anchoring and pinning tasks and a
+   quarter-second housekeeping tick (tip gossip, state-transfer timeouts,
    anchoring decisions).
+
+:meth:`Node.open` does steps 1 and 2 (and opens anchoring and pinning)
+without the network; the service tests run on nodes opened this way.
 
 Every block a domain host commits goes through the node's *commit listeners*
 (:attr:`Node.commit_listeners`), run in the order they were registered at
@@ -38,6 +41,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 from belep.app.envelope import EnvelopeValidator
@@ -45,7 +49,7 @@ from belep.consensus.types import ReplicaConfig
 from belep.content.blockstore import Blockstore
 from belep.crypto import PublicKey, read_private_key
 from belep.encoding import decode, encode, expect_bytes, expect_list
-from belep.errors import ConfigError, StorageError, ValidationError
+from belep.errors import ConfigError, DomainNotHeld, StorageError, ValidationError
 from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate, Transaction
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.genesis import read_genesis
@@ -239,8 +243,7 @@ class Node:
     def _setup_pinning(self) -> None:
         entries: dict[DomainId, PinDomain] = {}
         for domain, host in self.hosts.items():
-            directory = node_domain_dir(self.config.data_dir, domain)
-            reader = BlockStore.open(directory.chain_path, host.genesis, readonly=True)
+            reader = self.open_reader(domain)
             self._stores.append(reader)
             gateways = [self.config.peers[p].http_url for p in host.peers]
             entries[domain] = PinDomain(domain, reader, gateways, _height_of(host))
@@ -255,10 +258,20 @@ class Node:
         self.pinner.load_cursors()
         self.commit_listeners.append(self._pin_commit)
 
+    def open(self) -> dict[NodeId, PublicKey]:
+        """Open everything local (steps 1 and 2 of the module docstring, the anchoring and
+        pinning state) without touching the network; the peers' keys. Once only."""
+        if self.peer_tokens is not None:
+            raise ConfigError("the node is open already", where=self.node_id)
+        peers = self._open_domains()
+        self.peer_tokens = PeerTokenVerifier(peers, self.config.network_id)
+        self._setup_anchoring()
+        self._setup_pinning()
+        return peers
+
     async def start(self) -> None:
         config = self.config
-        peers = self._open_domains()
-        self.peer_tokens = PeerTokenVerifier(peers, config.network_id)
+        peers = self.open()
         addresses = {
             node: PeerAddress(config.peers[node].host, config.peers[node].p2p_port)
             for node in peers
@@ -275,8 +288,6 @@ class Node:
             self._on_message,
         )
         await self.transport.start()
-        self._setup_anchoring()
-        self._setup_pinning()
         self.http = await start_http(self)
         for host in self.hosts.values():
             host.start()
@@ -462,12 +473,24 @@ class Node:
             ),
         )
 
+    def open_reader(self, domain: DomainId) -> BlockStore:
+        """A new read-only connection to a held domain's chain (the caller closes it)."""
+        host = self.hosts.get(domain)
+        if host is None:
+            raise DomainNotHeld(domain)
+        directory = node_domain_dir(self.config.data_dir, domain)
+        return BlockStore.open(directory.chain_path, host.genesis, readonly=True)
+
     def store_of(self, domain: DomainId) -> BlockStore:
         """The read-only view of a held domain's chain (for the event loop's reads)."""
         reader = self._readers.get(domain)
         if reader is None:
             raise ConfigError("this node does not hold the domain", found=domain)
         return reader
+
+    def reader_openers(self) -> dict[DomainId, Callable[[], BlockStore]]:
+        """For each held domain, how to open a new read-only connection to its chain."""
+        return {domain: partial(self.open_reader, domain) for domain in self.hosts}
 
     # ------------------------------------------------------------------ stop
 
