@@ -206,6 +206,16 @@ class TooManyAtOnce(ValidationError):
         )
 
 
+class Unauthenticated(ValidationError):
+    """A request without the credential its endpoint needs (``needed``: what would do;
+    ``realm``: the protection space it belongs to)."""
+
+    def __init__(self, needed: str, realm: str) -> None:
+        self.needed = needed
+        self.realm = realm
+        super().__init__(f"{needed} required")
+
+
 class Overloaded(EnvironmentFault):
     """Admission control refuses a submission for now (``reason``: ``delay``, ``rate`` or
     ``outstanding``); retrying after ``retry_after_ms`` may succeed."""

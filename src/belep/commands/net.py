@@ -65,13 +65,14 @@ def register(app: typer.Typer) -> None:
         """Run one node until SIGTERM or Ctrl-C (JSON logs on stderr)."""
         import asyncio
 
+        from belep.api.server import start_http
         from belep.node.logs import configure_logging
         from belep.node.runtime import run_node
 
         console = Console(stderr=True)
         configure_logging(config.parent.name, log_level)
         try:
-            status = asyncio.run(run_node(config))
+            status = asyncio.run(run_node(config, start_http))
         except BelepError as exc:
             raise _fail(console, exc) from exc
         raise typer.Exit(status)

@@ -11,9 +11,11 @@ runs; ``docs/spec/node.md``). At start the node
    registry makes for the genesis's protocol (voter or observer by the
    genesis);
 3. starts the transport (peers: every member and observer of its domains),
-   the HTTP server, the replicas, the anchoring and pinning tasks and a
-   quarter-second housekeeping tick (tip gossip, state-transfer timeouts,
-   anchoring decisions).
+   the HTTP edge its caller hands it (:data:`ServeHttp`; ``belep node`` gives
+   :func:`belep.api.server.start_http`, and nothing here imports the API),
+   the replicas, the anchoring and pinning tasks and a quarter-second
+   housekeeping tick (tip gossip, state-transfer timeouts, anchoring
+   decisions).
 
 :meth:`Node.open` does steps 1 and 2 (and opens anchoring and pinning)
 without the network; the service tests run on nodes opened this way.
@@ -40,9 +42,10 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from belep.app.envelope import EnvelopeValidator
 from belep.consensus.types import ReplicaConfig
@@ -57,7 +60,6 @@ from belep.ledger.store import BlockStore
 from belep.net import PeerAddress, Transport, TransportConfig
 from belep.node.admission import AdmissionPolicy
 from belep.node.anchoring import Anchorer, anchor_policy
-from belep.node.api import HttpServer, start_http
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
 from belep.node.config import NodeConfig, read_node_config
@@ -72,7 +74,7 @@ from belep.node.metrics import DomainSample, NodeMetrics, NodeSample
 from belep.node.pinning import PinDomain, Pinner
 from belep.node.protocols import replica_factory
 
-__all__ = ["Node", "relay_targets", "run_node"]
+__all__ = ["HttpEdge", "Node", "ServeHttp", "relay_targets", "run_node"]
 
 log = logging.getLogger("belep.node")
 
@@ -86,10 +88,21 @@ GOSSIP_EVERY_TICKS = 2
 ANCHOR_SCAN_BLOCKS = 2000
 
 
+class HttpEdge(Protocol):
+    """A running HTTP server of the node (:mod:`belep.api.server` makes one)."""
+
+    async def stop(self) -> None: ...
+
+
+#: Starts the node's HTTP edge once the node is open (returns when it listens).
+ServeHttp = Callable[["Node"], Awaitable[HttpEdge]]
+
+
 class Node:
     """A running BELEP node (see the module docstring)."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, serve: ServeHttp | None = None) -> None:
+        """``serve``: starts the HTTP edge (none: the node serves no HTTP)."""
         self.config = config
         self.node_id = config.node_id
         own = config.peers[config.node_id]
@@ -135,7 +148,8 @@ class Node:
         self.content = Blockstore(config.data_dir / "content")
         self.pinner: Pinner | None = None
         self.peer_tokens: PeerTokenVerifier | None = None
-        self.http: HttpServer | None = None
+        self._serve = serve
+        self.http: HttpEdge | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -188,8 +202,8 @@ class Node:
             )
             store = BlockStore.open(directory.chain_path, genesis)
             self._stores.append(store)
-            # Reads on the event loop (HTTP, state transfer) use their own read-only
-            # connection: they see committed blocks only, never a flush in progress.
+            # Reads on the event loop (state transfer, anchoring's scan at start) use their
+            # own read-only connection: committed blocks only, never a flush in progress.
             reader = BlockStore.open(directory.chain_path, genesis, readonly=True)
             self._stores.append(reader)
             self._readers[genesis.domain] = reader
@@ -288,7 +302,8 @@ class Node:
             self._on_message,
         )
         await self.transport.start()
-        self.http = await start_http(self)
+        if self._serve is not None:
+            self.http = await self._serve(self)
         for host in self.hosts.values():
             host.start()
         loop = asyncio.get_running_loop()
@@ -481,13 +496,6 @@ class Node:
         directory = node_domain_dir(self.config.data_dir, domain)
         return BlockStore.open(directory.chain_path, host.genesis, readonly=True)
 
-    def store_of(self, domain: DomainId) -> BlockStore:
-        """The read-only view of a held domain's chain (for the event loop's reads)."""
-        reader = self._readers.get(domain)
-        if reader is None:
-            raise ConfigError("this node does not hold the domain", found=domain)
-        return reader
-
     def reader_openers(self) -> dict[DomainId, Callable[[], BlockStore]]:
         """For each held domain, how to open a new read-only connection to its chain."""
         return {domain: partial(self.open_reader, domain) for domain in self.hosts}
@@ -554,10 +562,11 @@ def _signals(node: Node) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def run_node(config_path: Path) -> int:
-    """Run the node of ``config_path`` until SIGTERM/SIGINT; the process exit status."""
+async def run_node(config_path: Path, serve: ServeHttp | None) -> int:
+    """Run the node of ``config_path`` until SIGTERM/SIGINT, its HTTP edge started by
+    ``serve``; the process exit status."""
     config = read_node_config(config_path)
-    node = Node(config)
+    node = Node(config, serve)
     with _signals(node):
         try:
             await node.start()
