@@ -180,3 +180,6 @@ def check_admission_control(
     assert done.status_code == 200, done.text
     again = http.post(f"{url}?wait=20000", content=later.encode())
     assert again.status_code == 200, again.text
+    # Three voters commit without the fourth: wait for both restarted ones, or the stop
+    # that ends the test may find one still starting, before its SIGTERM handler (exit -15).
+    network.wait_ready(60, ["child-3", "child-4"])
