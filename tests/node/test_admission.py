@@ -12,7 +12,8 @@ from belep.ledger.block import DomainId, NodeId, Transaction
 from belep.ledger.builder import ChainBuilder, make_genesis
 from belep.node.admission import DEFAULT_MAX_OUTSTANDING, AdmissionPolicy, refusal
 from belep.node.commits import ABANDON_AFTER_S, Backlog, CommitTracker
-from belep.node.topology import TuningPlan, parse_topology
+from belep.node.config import TuningPlan
+from belep.node.topology import parse_topology
 
 KEYS = {NodeId(f"v{i}"): PrivateKey.from_seed(bytes([i]) * 32) for i in range(1, 5)}
 GENESIS = make_genesis("d", KEYS)

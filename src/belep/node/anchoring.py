@@ -34,7 +34,7 @@ from belep.crypto import PrivateKey, PublicKey
 from belep.encoding import Value
 from belep.errors import ValidationError
 from belep.ledger.block import HASH_SIZE, Block, Digest, DomainId, NodeId, Transaction
-from belep.node.topology import AnchorPolicy
+from belep.node.config import AnchorPolicy
 
 __all__ = ["ANCHOR_KIND", "Anchorer", "anchor_policy", "read_anchor"]
 
