@@ -21,6 +21,8 @@ import pytest
 
 from belep.app.envelope import Envelope, sign_envelope
 from belep.crypto import PrivateKey, read_private_key
+from belep.deploy.provision import provision
+from belep.deploy.topology import parse_topology
 from belep.ledger.block import DomainId, NodeId
 from belep.ledger.builder import ChainBuilder
 from belep.ledger.datadir import node_domain_dir
@@ -29,10 +31,8 @@ from belep.ledger.store import BlockStore
 from belep.node.auth import make_peer_token
 from belep.node.config import read_node_config
 from belep.node.domain import now_ms
-from belep.node.provision import provision
 from belep.node.runtime import Node
 from belep.node.service import NodeService
-from belep.node.topology import parse_topology
 
 TOPOLOGY = """
 [network]

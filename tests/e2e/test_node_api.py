@@ -13,8 +13,8 @@ from harness import free_base_port, make_network
 
 from belep.app.envelope import Envelope, sign_envelope
 from belep.crypto import PrivateKey
+from belep.deploy.launcher import LocalNetwork
 from belep.encoding import encode
-from belep.node.launcher import LocalNetwork
 from belep.node.protocols import registered_protocols
 
 pytestmark = pytest.mark.e2e

@@ -2,7 +2,7 @@
 
 Owns the TOML topology format (``docs/spec/topology.md``), its strict parser
 :func:`parse_topology` and the ready-made :func:`demo_topology`. A topology
-says *who* runs *what*; :mod:`belep.node.provision` turns it into keys,
+says *who* runs *what*; :mod:`belep.deploy.provision` turns it into keys,
 signed genesis files and node configurations.
 
 Invariants of a :class:`Topology` (checked by :func:`build_topology`, so an
