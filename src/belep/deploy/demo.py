@@ -23,7 +23,6 @@ I/O: processes, HTTP, read-only opens of the nodes' chain files; no console.
 from __future__ import annotations
 
 import hashlib
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import httpx
 
 from belep.app.envelope import Envelope, sign_envelope
 from belep.crypto import PrivateKey
-from belep.deploy.launcher import LocalNetwork, NodeProcess
+from belep.deploy.launcher import LocalNetwork, NodeProcess, run_until_signal
 from belep.deploy.presets import load_topology
 from belep.deploy.provision import provision
 from belep.errors import NetworkError
@@ -153,14 +152,6 @@ class DemoReporter(Protocol):
     def stopping(self) -> None: ...
 
     def finished(self, ok: bool) -> None: ...
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(_signum: int, _frame: object) -> None:
-    raise _Stop
 
 
 def _holders(network: LocalNetwork, domain: str) -> list[str]:
@@ -357,9 +348,8 @@ def run_network_demo(
         report.note(note)
     provision(topology, directory, topology_text=text)
     network = LocalNetwork.open(directory)
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     ok = False
-    try:
+    with run_until_signal(network, report.stopping):
         report.starting(len(network.nodes), directory)
         network.start()
         network.wait_ready(120)
@@ -370,13 +360,5 @@ def run_network_demo(
         deadline = None if duration is None else time.monotonic() + duration
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.5)
-    except _Stop:
-        report.stopping()
-    finally:
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)
-        network.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     report.finished(ok)
     return ok

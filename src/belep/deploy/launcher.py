@@ -23,7 +23,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -39,8 +40,10 @@ __all__ = [
     "NETWORK_FILE",
     "LocalNetwork",
     "NodeProcess",
+    "StopRequested",
     "UpReporter",
     "node_command",
+    "run_until_signal",
     "run_up",
     "unusual_statuses",
 ]
@@ -277,12 +280,34 @@ class UpReporter(Protocol):
     def stopped(self, statuses: Mapping[str, int | None]) -> None: ...
 
 
-class _StopRequested(Exception):
-    """Raised in the main thread by the SIGTERM/SIGINT handler of ``belep up``."""
+class StopRequested(Exception):
+    """Raised in the main thread by the SIGTERM/SIGINT handler of :func:`run_until_signal`."""
 
 
 def _raise_stop(_signum: int, _frame: object) -> None:
-    raise _StopRequested
+    raise StopRequested
+
+
+@contextmanager
+def run_until_signal(
+    network: LocalNetwork, on_signal: Callable[[], None]
+) -> Iterator[dict[str, int | None]]:
+    """Run the body with SIGTERM/SIGINT turned into :class:`StopRequested` (caught here:
+    ``on_signal`` is called and the body ends), then stop every node, the signals ignored
+    meanwhile and restored after. Yields a dict that holds the nodes' exit statuses once
+    the block has ended."""
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    statuses: dict[str, int | None] = {}
+    try:
+        yield statuses
+    except StopRequested:
+        on_signal()
+    finally:
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        statuses.update(network.stop())
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def unusual_statuses(statuses: Mapping[str, int | None]) -> dict[str, int | None]:
@@ -311,9 +336,8 @@ def run_up(
     elif preset is not None or topology is not None:
         report.reusing(directory)
     network = LocalNetwork.open(directory)
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     status = 0
-    try:
+    with run_until_signal(network, report.stopping) as statuses:
         network.start()
         report.started(list(network.nodes.values()))
         network.wait_ready(timeout)
@@ -327,13 +351,5 @@ def run_up(
                     status = 1
                     report.exited(network.nodes[node_id], code)
             time.sleep(0.5)
-    except _StopRequested:
-        report.stopping()
-    finally:
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)
-        codes = network.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    report.stopped(codes)
+    report.stopped(statuses)
     return status
