@@ -300,10 +300,10 @@ class NodeService:
         """Each transaction's commit, waiting up to ``timeout_s`` for those not yet on the
         chain (``None``: not committed by then)."""
         self.require_domain(domain)
-        with self._watching(domain, tx_hashes if timeout_s > 0 else ()) as watch:
-            if timeout_s <= 0:
-                records = await self._reads.transactions(domain, tx_hashes)
-                return [_from_record(domain, h, r) for h, r in zip(tx_hashes, records, strict=True)]
+        if timeout_s <= 0:
+            records = await self._reads.transactions(domain, tx_hashes)
+            return [_from_record(domain, h, r) for h, r in zip(tx_hashes, records, strict=True)]
+        with self._watching(domain, tx_hashes) as watch:
             await watch.read()
             return await watch.wait(timeout_s)
 
