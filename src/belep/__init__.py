@@ -3,7 +3,9 @@
 Subpackages (DESIGN §11): ``ledger`` (blocks, Merkle proofs, block store),
 ``consensus`` (pure protocol state machines), ``sim`` (deterministic
 simulator), ``content`` (IPFS-compatible content store), ``net`` (transport),
-``node`` (one node process), ``bench`` (experiments). ``encoding``,
+``node`` (one node process and its service interface), ``api`` (its HTTP
+API), ``deploy`` (topology, provisioning, local networks, the demo),
+``commands`` (the CLI), ``bench`` (experiments). ``encoding``,
 ``crypto`` and ``errors`` are shared by all of them.
 """
 

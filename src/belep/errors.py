@@ -170,3 +170,58 @@ class NetworkError(EnvironmentFault):
 
 class PeerUnavailable(NetworkError):
     """No peer could serve the request."""
+
+
+# --------------------------------------------------------------------------
+# Requests a running node refuses (raised by its service, ``belep.node.service``;
+# the HTTP layer answers each with its own status)
+# --------------------------------------------------------------------------
+
+
+class DomainNotHeld(ValidationError):
+    """A request names a domain this node does not hold."""
+
+    def __init__(self, domain: str) -> None:
+        self.domain = domain
+        super().__init__("this node does not hold the domain", found=domain)
+
+
+class NotAVoter(ValidationError):
+    """A submission to a node that only observes the domain; ``voters`` are the URLs of
+    the nodes that accept it."""
+
+    def __init__(self, domain: str, voters: tuple[str, ...]) -> None:
+        self.domain = domain
+        self.voters = voters
+        super().__init__("this node only observes the domain; submit to a voter", found=domain)
+
+
+class TooManyAtOnce(ValidationError):
+    """One request carries more transactions than the node ever admits at once."""
+
+    def __init__(self, limit: int, found: int) -> None:
+        self.limit = limit
+        super().__init__(
+            "more transactions than this node admits at once", expected=f"<= {limit}", found=found
+        )
+
+
+class Unauthenticated(ValidationError):
+    """A request without the credential its endpoint needs (``needed``: what would do;
+    ``realm``: the protection space it belongs to)."""
+
+    def __init__(self, needed: str, realm: str) -> None:
+        self.needed = needed
+        self.realm = realm
+        super().__init__(f"{needed} required")
+
+
+class Overloaded(EnvironmentFault):
+    """Admission control refuses a submission for now (``reason``: ``delay``, ``rate`` or
+    ``outstanding``); retrying after ``retry_after_ms`` may succeed."""
+
+    def __init__(self, reason: str, message: str, retry_after_ms: int) -> None:
+        self.reason = reason
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+        super().__init__(message)

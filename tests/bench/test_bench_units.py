@@ -14,10 +14,10 @@ from belep.bench.loadgen import ERROR_BACKOFF_S, BatchOutcome, Recorder, run_clo
 from belep.bench.stats import ConsensusResult, percentile, summarize
 from belep.bench.sweep import SystemPlan, is_saturated, parse_system, plot_sweep
 from belep.bench.workload import RecordStream, presign, presign_cached
+from belep.deploy.topology import parse_topology
 from belep.errors import ConfigError
 from belep.ledger.block import Transaction
 from belep.ledger.envelope import EnvelopeValidator, parse_envelope
-from belep.node.topology import parse_topology
 
 
 @pytest.mark.parametrize(

@@ -17,15 +17,15 @@ from pathlib import Path
 import httpx
 
 from belep.crypto import PrivateKey
+from belep.deploy.launcher import LocalNetwork
+from belep.deploy.provision import provision
+from belep.deploy.topology import parse_topology
 from belep.encoding import encode
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.envelope import sign_envelope
 from belep.ledger.genesis import read_genesis
 from belep.ledger.store import BlockStore
 from belep.node.chaincheck import verify_domain_chain
-from belep.node.launcher import LocalNetwork
-from belep.node.provision import provision
-from belep.node.topology import parse_topology
 
 
 def free_base_port(count: int, rng: random.Random) -> int:

@@ -12,9 +12,9 @@ import pytest
 from harness import free_base_port, make_network
 
 from belep.crypto import PrivateKey
+from belep.deploy.launcher import LocalNetwork
 from belep.encoding import encode
 from belep.ledger.envelope import Envelope, sign_envelope
-from belep.node.launcher import LocalNetwork
 from belep.node.protocols import registered_protocols
 
 pytestmark = pytest.mark.e2e
@@ -180,3 +180,6 @@ def check_admission_control(
     assert done.status_code == 200, done.text
     again = http.post(f"{url}?wait=20000", content=later.encode())
     assert again.status_code == 200, again.text
+    # Three voters commit without the fourth: wait for both restarted ones, or the stop
+    # that ends the test may find one still starting, before its SIGTERM handler (exit -15).
+    network.wait_ready(60, ["child-3", "child-4"])

@@ -8,12 +8,13 @@ import pytest
 
 from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey
+from belep.deploy.topology import parse_topology
 from belep.ledger.block import DomainId, NodeId, Transaction
 from belep.ledger.builder import ChainBuilder, make_genesis
 from belep.ledger.envelope import sign_envelope
 from belep.node.admission import DEFAULT_MAX_OUTSTANDING, AdmissionPolicy, refusal
 from belep.node.commits import ABANDON_AFTER_S, Backlog, CommitTracker
-from belep.node.topology import TuningPlan, parse_topology
+from belep.node.config import TuningPlan
 
 KEYS = {NodeId(f"v{i}"): PrivateKey.from_seed(bytes([i]) * 32) for i in range(1, 5)}
 GENESIS = make_genesis("d", KEYS)

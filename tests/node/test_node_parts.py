@@ -10,6 +10,8 @@ import pytest
 
 from belep.app.machine import BelepApplication
 from belep.crypto import PrivateKey
+from belep.deploy.provision import provision
+from belep.deploy.topology import demo_topology, demo_topology_text
 from belep.errors import ConfigError, ValidationError
 from belep.ledger.block import Digest, DomainId, Height, NodeId, Transaction, make_block
 from belep.ledger.builder import ChainBuilder, make_genesis
@@ -17,13 +19,11 @@ from belep.ledger.envelope import EnvelopeValidator, parse_envelope, sign_envelo
 from belep.node.anchoring import ANCHOR_KIND, Anchorer, anchor_policy, anchors_in, read_anchor
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
-from belep.node.config import parse_node_config, render_node_config
+from belep.node.config import AnchorPolicy, parse_node_config, render_node_config
 from belep.node.kvstore import ConsensusState
 from belep.node.metrics import NodeMetrics, NodeSample
-from belep.node.provision import provision
 from belep.node.runtime import relay_targets
 from belep.node.sync import SyncBlocks, SyncRequest, SyncTip, decode_sync, encode_sync
-from belep.node.topology import AnchorPolicy, demo_topology, demo_topology_text
 
 KEYS = {NodeId(f"v{i}"): PrivateKey.from_seed(bytes([i]) * 32) for i in range(1, 5)}
 GENESIS = make_genesis("d", KEYS)

@@ -1,7 +1,7 @@
 """``belep bench consensus``: a fresh local BELEP network under a measured load.
 
 Owns :class:`BenchNetwork` (generate a one-domain network, start every node
-as its own process on 127.0.0.1 through :class:`~belep.node.launcher.LocalNetwork`,
+as its own process on 127.0.0.1 through :class:`~belep.deploy.launcher.LocalNetwork`,
 wait until all peers are connected, stop everything on exit) and
 :func:`measure_point` (one offered load against a running network: the
 result record of :mod:`belep.bench.stats`).
@@ -56,12 +56,12 @@ from belep.bench.http_client import LeanHttpClient
 from belep.bench.loadgen import BatchOutcome, Recorder, run_closed_loop, run_open_loop
 from belep.bench.stats import ConsensusResult, CpuMeter, cpu_ms_per_tx, summarize
 from belep.bench.workload import RecordStream
+from belep.deploy.launcher import LocalNetwork
+from belep.deploy.provision import provision
+from belep.deploy.topology import parse_topology
 from belep.encoding import encode
 from belep.errors import ConfigError, NetworkError
-from belep.node.launcher import LocalNetwork
 from belep.node.protocols import registered_protocols
-from belep.node.provision import provision
-from belep.node.topology import parse_topology
 
 __all__ = [
     "BenchNetwork",

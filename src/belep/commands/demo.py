@@ -266,14 +266,15 @@ def register(app: typer.Typer) -> None:
         """Start the demo network, commit the paper's table 1, show it everywhere, verify; run until Ctrl-C."""
         if ctx.invoked_subcommand is not None:
             return
+        from belep.commands.network_demo import NetworkDemoConsole
+        from belep.deploy.demo import run_network_demo
         from belep.errors import BelepError
-        from belep.node.demo import run_network_demo
 
         out = Console()
         keep = directory is not None
         work = directory if directory is not None else Path(tempfile.mkdtemp(prefix="belep-net-"))
         try:
-            ok = run_network_demo(out, work, duration, base_port)
+            ok = run_network_demo(NetworkDemoConsole(out), work, duration, base_port)
         except BelepError as exc:
             out.print(f"[red]error:[/red] {exc}")
             ok = False

@@ -2,14 +2,65 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from belep.deploy.presets import PRESETS
 from belep.errors import BelepError
-from belep.node.presets import PRESETS
+
+if TYPE_CHECKING:
+    from belep.deploy.launcher import NodeProcess
+
+
+class _UpConsole:
+    """``belep up``'s report (:class:`belep.deploy.launcher.UpReporter`) on the console."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def generated(self, name: str, directory: Path, note: str) -> None:
+        if note:
+            self.console.print(f"[yellow]note:[/yellow] {note}")
+        self.console.print(f"generated network {name} in {directory}")
+
+    def reusing(self, directory: Path) -> None:
+        self.console.print(f"reusing the network already generated in {directory}")
+
+    def started(self, nodes: Sequence[NodeProcess]) -> None:
+        for node in nodes:
+            c = node.config
+            self.console.print(
+                f"  {c.node_id:<16} unit {c.unit:<12} http {c.http_url:<24} p2p {c.host}:{c.p2p_port}"
+                f"  log {node.log_path}",
+                soft_wrap=True,
+            )
+
+    def ready(self, count: int, network_file: Path, duration: float | None) -> None:
+        self.console.print(f"[green]all {count} nodes ready[/green]; wrote {network_file}")
+        self.console.print(
+            "stop with Ctrl-C (or SIGTERM)"
+            + (f"; stopping after {duration:.0f} s" if duration else "")
+        )
+
+    def exited(self, node: NodeProcess, status: int) -> None:
+        self.console.print(
+            f"[red]node {node.node_id} exited with status {status}[/red]; see {node.log_path}"
+        )
+
+    def stopping(self) -> None:
+        self.console.print("stopping…")
+
+    def stopped(self, statuses: Mapping[str, int | None]) -> None:
+        from belep.deploy.launcher import unusual_statuses
+
+        bad = unusual_statuses(statuses)
+        if bad:
+            self.console.print(f"[yellow]exit statuses:[/yellow] {bad}")
+        self.console.print(f"stopped {len(statuses)} nodes")
 
 
 def _fail(console: Console, exc: BelepError) -> typer.Exit:
@@ -34,8 +85,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Generate keys, signed genesis files and node configurations for a topology."""
-        from belep.node.presets import load_topology
-        from belep.node.provision import provision
+        from belep.deploy.presets import load_topology
+        from belep.deploy.provision import provision
 
         console = Console()
         try:
@@ -65,13 +116,14 @@ def register(app: typer.Typer) -> None:
         """Run one node until SIGTERM or Ctrl-C (JSON logs on stderr)."""
         import asyncio
 
+        from belep.api.server import start_http
         from belep.node.logs import configure_logging
         from belep.node.runtime import run_node
 
         console = Console(stderr=True)
         configure_logging(config.parent.name, log_level)
         try:
-            status = asyncio.run(run_node(config))
+            status = asyncio.run(run_node(config, start_http))
         except BelepError as exc:
             raise _fail(console, exc) from exc
         raise typer.Exit(status)
@@ -98,11 +150,13 @@ def register(app: typer.Typer) -> None:
         ] = 90.0,
     ) -> None:
         """Start every node of a network as its own process; stop them all on Ctrl-C or SIGTERM."""
-        from belep.node.launcher import run_up
+        from belep.deploy.launcher import run_up
 
         console = Console()
         try:
-            status = run_up(console, directory, preset, topology, base_port, duration, timeout)
+            status = run_up(
+                _UpConsole(console), directory, preset, topology, base_port, duration, timeout
+            )
         except BelepError as exc:
             raise _fail(console, exc) from exc
         raise typer.Exit(status)
@@ -117,8 +171,8 @@ def register(app: typer.Typer) -> None:
 
         from rich.table import Table
 
-        from belep.node.launcher import LocalNetwork
-        from belep.node.status import collect_status
+        from belep.deploy.launcher import LocalNetwork
+        from belep.deploy.status import collect_status
 
         console = Console()
         try:

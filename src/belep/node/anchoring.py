@@ -31,7 +31,7 @@ from belep.app.anchors import ANCHOR_KIND, anchor_body, anchors_in, read_anchor
 from belep.crypto import PrivateKey, PublicKey
 from belep.ledger.block import Block, Digest, DomainId, NodeId, Transaction
 from belep.ledger.envelope import Envelope, sign_envelope
-from belep.node.topology import AnchorPolicy
+from belep.node.config import AnchorPolicy
 
 __all__ = ["ANCHOR_KIND", "Anchorer", "anchor_policy", "read_anchor"]
 

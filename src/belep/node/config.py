@@ -2,8 +2,10 @@
 
 Owns :class:`NodeConfig`, its strict TOML reader :func:`read_node_config`
 and its writer :func:`render_node_config` (the format is in
-``docs/spec/topology.md`` §Node configuration). Relative paths in the file
-are relative to the file's directory.
+``docs/spec/topology.md`` §Node configuration), and the two records of it a
+topology also carries (:class:`TuningPlan`, :class:`AnchorPolicy`: the
+deployment tools import them from here, the node never imports a deployment
+tool). Relative paths in the file are relative to the file's directory.
 
 Invariants (checked on reading): the node appears in its own peer table with
 the key of its key file's public half (checked at start by the node, which
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,44 @@ from belep.crypto import PublicKey
 from belep.errors import ConfigError, StorageError, ValidationError
 from belep.ledger.block import DomainId, NodeId
 from belep.ledger.genesis import check_id
-from belep.node.topology import AnchorPolicy, TuningPlan
 
-__all__ = ["NodeConfig", "PeerInfo", "read_node_config", "render_node_config"]
+__all__ = [
+    "AnchorPolicy",
+    "NodeConfig",
+    "PeerInfo",
+    "TuningPlan",
+    "read_node_config",
+    "render_node_config",
+]
 
 CONFIG_FORMAT = "belep-node-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class TuningPlan:
+    """Tuning of a domain: the ``ReplicaConfig`` knobs an operator may set, and the
+    node's admission limits (:class:`belep.node.admission.AdmissionPolicy`; 0 = the
+    default: half the request timeout, 20,000 transactions)."""
+
+    max_batch_size: int = 500
+    max_batch_wait_ms: int = 5
+    window: int = 8
+    request_timeout_ms: int = 1000
+    heartbeat_ms: int = 100
+    checkpoint_interval: int = 16
+    admission_delay_ms: int = 0
+    max_outstanding: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: int(getattr(self, name)) for name in sorted(f.name for f in fields(self))}
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorPolicy:
+    """When a child domain's tip is anchored into its parent: every K blocks or T ms."""
+
+    every_blocks: int = 16
+    every_ms: int = 5000
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,19 @@ runs; ``docs/spec/node.md``). At start the node
    registry makes for the genesis's protocol (voter or observer by the
    genesis);
 3. starts the transport (peers: every member and observer of its domains),
-   the replicas, the HTTP server, the anchoring and pinning tasks and a
-   one-second housekeeping tick (tip gossip, state-transfer timeouts,
-   anchoring decisions).
+   the HTTP edge its caller hands it (:data:`ServeHttp`; ``belep node`` gives
+   :func:`belep.api.server.start_http`, and nothing here imports the API),
+   the replicas, the anchoring and pinning tasks and a quarter-second
+   housekeeping tick (tip gossip, state-transfer timeouts, anchoring
+   decisions).
+
+:meth:`Node.open` does steps 1 and 2 (and opens anchoring and pinning)
+without the network; the service tests run on nodes opened this way.
+
+Every block a domain host commits goes through the node's *commit listeners*
+(:attr:`Node.commit_listeners`), run in the order they were registered at
+start: the transaction counters, the commit tracker (waiting clients and the
+admission backlog), the anchorer of the domain's children, the pinner.
 
 It stops on SIGTERM or SIGINT (graceful: HTTP first, then the replicas
 flush their last round, then the transport and the stores close) and
@@ -32,15 +42,17 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from belep.app.machine import BelepApplication
 from belep.consensus.types import ReplicaConfig
 from belep.content.blockstore import Blockstore
 from belep.crypto import PublicKey, read_private_key
 from belep.encoding import decode, encode, expect_bytes, expect_list
-from belep.errors import ConfigError, StorageError, ValidationError
+from belep.errors import ConfigError, DomainNotHeld, StorageError, ValidationError
 from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate, Transaction
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.envelope import EnvelopeValidator
@@ -50,11 +62,10 @@ from belep.ledger.store import BlockStore
 from belep.net import PeerAddress, Transport, TransportConfig
 from belep.node.admission import AdmissionPolicy
 from belep.node.anchoring import Anchorer, anchor_policy
-from belep.node.api import HttpServer, start_http
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
 from belep.node.config import NodeConfig, read_node_config
-from belep.node.domain import DomainHost, now_ms
+from belep.node.domain import CommitListener, DomainHost, now_ms
 from belep.node.genesis_seal import (
     GENESIS_SIGS_FILE,
     check_genesis_signatures,
@@ -65,7 +76,7 @@ from belep.node.metrics import DomainSample, NodeMetrics, NodeSample
 from belep.node.pinning import PinDomain, Pinner
 from belep.node.protocols import replica_factory
 
-__all__ = ["Node", "relay_targets", "run_node"]
+__all__ = ["HttpEdge", "Node", "ServeHttp", "relay_targets", "run_node"]
 
 log = logging.getLogger("belep.node")
 
@@ -79,10 +90,21 @@ GOSSIP_EVERY_TICKS = 2
 ANCHOR_SCAN_BLOCKS = 2000
 
 
+class HttpEdge(Protocol):
+    """A running HTTP server of the node (:mod:`belep.api.server` makes one)."""
+
+    async def stop(self) -> None: ...
+
+
+#: Starts the node's HTTP edge once the node is open (returns when it listens).
+ServeHttp = Callable[["Node"], Awaitable[HttpEdge]]
+
+
 class Node:
     """A running BELEP node (see the module docstring)."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, serve: ServeHttp | None = None) -> None:
+        """``serve``: starts the HTTP edge (none: the node serves no HTTP)."""
         self.config = config
         self.node_id = config.node_id
         own = config.peers[config.node_id]
@@ -113,6 +135,8 @@ class Node:
         self.metrics = NodeMetrics(self.sample)
         self.commits = CommitTracker(self.metrics.observe_latency)
         self.anchorers: dict[DomainId, Anchorer] = {}
+        #: Run in order on every committed block of every domain (see :meth:`_on_commit`).
+        self.commit_listeners: list[CommitListener] = [self._count_commit, self._track_commit]
         self.transactions_committed: dict[DomainId, int] = {}
         #: ``time.monotonic()`` of each domain's last commit seen by this process.
         self.last_commit_s: dict[DomainId, float] = {}
@@ -127,7 +151,8 @@ class Node:
         self.content = Blockstore(config.data_dir / "content")
         self.pinner: Pinner | None = None
         self.peer_tokens: PeerTokenVerifier | None = None
-        self.http: HttpServer | None = None
+        self._serve = serve
+        self.http: HttpEdge | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -180,8 +205,8 @@ class Node:
             )
             store = BlockStore.open(directory.chain_path, genesis)
             self._stores.append(store)
-            # Reads on the event loop (HTTP, state transfer) use their own read-only
-            # connection: they see committed blocks only, never a flush in progress.
+            # Reads on the event loop (state transfer, anchoring's scan at start) use their
+            # own read-only connection: committed blocks only, never a flush in progress.
             reader = BlockStore.open(directory.chain_path, genesis, readonly=True)
             self._stores.append(reader)
             self._readers[genesis.domain] = reader
@@ -233,12 +258,13 @@ class Node:
             for block, _ in self._readers[parent].iter_committed(start, host.height):
                 anchorer.on_parent_commit(block, now_ms())
             self.anchorers[parent] = anchorer
+        if self.anchorers:
+            self.commit_listeners.append(self._anchor_commit)
 
     def _setup_pinning(self) -> None:
         entries: dict[DomainId, PinDomain] = {}
         for domain, host in self.hosts.items():
-            directory = node_domain_dir(self.config.data_dir, domain)
-            reader = BlockStore.open(directory.chain_path, host.genesis, readonly=True)
+            reader = self.open_reader(domain)
             self._stores.append(reader)
             gateways = [self.config.peers[p].http_url for p in host.peers]
             entries[domain] = PinDomain(domain, reader, gateways, _height_of(host))
@@ -251,11 +277,22 @@ class Node:
             lambda: make_peer_token(self.key, self.config.network_id, self.node_id, now_ms()),
         )
         self.pinner.load_cursors()
+        self.commit_listeners.append(self._pin_commit)
+
+    def open(self) -> dict[NodeId, PublicKey]:
+        """Open everything local (steps 1 and 2 of the module docstring, the anchoring and
+        pinning state) without touching the network; the peers' keys. Once only."""
+        if self.peer_tokens is not None:
+            raise ConfigError("the node is open already", where=self.node_id)
+        peers = self._open_domains()
+        self.peer_tokens = PeerTokenVerifier(peers, self.config.network_id)
+        self._setup_anchoring()
+        self._setup_pinning()
+        return peers
 
     async def start(self) -> None:
         config = self.config
-        peers = self._open_domains()
-        self.peer_tokens = PeerTokenVerifier(peers, config.network_id)
+        peers = self.open()
         addresses = {
             node: PeerAddress(config.peers[node].host, config.peers[node].p2p_port)
             for node in peers
@@ -272,9 +309,8 @@ class Node:
             self._on_message,
         )
         await self.transport.start()
-        self._setup_anchoring()
-        self._setup_pinning()
-        self.http = await start_http(self)
+        if self._serve is not None:
+            self.http = await self._serve(self)
         for host in self.hosts.values():
             host.start()
         loop = asyncio.get_running_loop()
@@ -370,13 +406,24 @@ class Node:
                 extra={"event": "node.relay", "domain": domain},
             )
 
-    def _on_commit(self, domain: DomainId, block: Block, _certificate: QuorumCertificate) -> None:
+    def _on_commit(self, domain: DomainId, block: Block, certificate: QuorumCertificate) -> None:
+        """A domain host committed ``block``: run every commit listener, in order."""
+        for listener in self.commit_listeners:
+            listener(domain, block, certificate)
+
+    def _count_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         self.transactions_committed[domain] += len(block.transactions)
         self.last_commit_s[domain] = time.monotonic()
+
+    def _track_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         self.commits.committed(domain, block)
+
+    def _anchor_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         anchorer = self.anchorers.get(domain)
         if anchorer is not None:
             anchorer.on_parent_commit(block, now_ms())
+
+    def _pin_commit(self, domain: DomainId, block: Block, _qc: QuorumCertificate) -> None:
         if self.pinner is not None:
             self.pinner.on_commit(domain, block)
 
@@ -448,12 +495,17 @@ class Node:
             ),
         )
 
-    def store_of(self, domain: DomainId) -> BlockStore:
-        """The read-only view of a held domain's chain (for the event loop's reads)."""
-        reader = self._readers.get(domain)
-        if reader is None:
-            raise ConfigError("this node does not hold the domain", found=domain)
-        return reader
+    def open_reader(self, domain: DomainId) -> BlockStore:
+        """A new read-only connection to a held domain's chain (the caller closes it)."""
+        host = self.hosts.get(domain)
+        if host is None:
+            raise DomainNotHeld(domain)
+        directory = node_domain_dir(self.config.data_dir, domain)
+        return BlockStore.open(directory.chain_path, host.genesis, readonly=True)
+
+    def reader_openers(self) -> dict[DomainId, Callable[[], BlockStore]]:
+        """For each held domain, how to open a new read-only connection to its chain."""
+        return {domain: partial(self.open_reader, domain) for domain in self.hosts}
 
     # ------------------------------------------------------------------ stop
 
@@ -520,10 +572,11 @@ def _signals(node: Node) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def run_node(config_path: Path) -> int:
-    """Run the node of ``config_path`` until SIGTERM/SIGINT; the process exit status."""
+async def run_node(config_path: Path, serve: ServeHttp | None) -> int:
+    """Run the node of ``config_path`` until SIGTERM/SIGINT, its HTTP edge started by
+    ``serve``; the process exit status."""
     config = read_node_config(config_path)
-    node = Node(config)
+    node = Node(config, serve)
     with _signals(node):
         try:
             await node.start()

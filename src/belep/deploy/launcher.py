@@ -9,7 +9,10 @@ peer address, log file), and stop them all — SIGTERM, then SIGKILL after a
 grace period. Single nodes can be killed (SIGKILL) and restarted, which is
 how the crash tests exercise recovery.
 
-I/O: processes, HTTP polling of ``/health``, two files.
+:func:`run_up` is ``belep up``'s whole run; what it has to say goes to an
+:class:`UpReporter` (the command prints it).
+
+I/O: processes, HTTP polling of ``/health``, two files; no console.
 """
 
 from __future__ import annotations
@@ -20,17 +23,30 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import httpx
 
+from belep.deploy.presets import load_topology
+from belep.deploy.provision import NetworkLayout, provision
 from belep.errors import ConfigError, NetworkError
 from belep.node.config import NodeConfig, read_node_config
-from belep.node.provision import NetworkLayout
 
-__all__ = ["NETWORK_FILE", "LocalNetwork", "NodeProcess", "node_command"]
+__all__ = [
+    "NETWORK_FILE",
+    "LocalNetwork",
+    "NodeProcess",
+    "StopRequested",
+    "UpReporter",
+    "node_command",
+    "run_until_signal",
+    "run_up",
+    "unusual_statuses",
+]
 
 NETWORK_FILE = "network.json"
 STOP_GRACE_S = 10.0
@@ -246,16 +262,61 @@ class LocalNetwork:
         return path
 
 
-class _StopRequested(Exception):
-    """Raised in the main thread by the SIGTERM/SIGINT handler of ``belep up``."""
+class UpReporter(Protocol):
+    """What :func:`run_up` tells its operator, as it happens (``belep up`` prints it)."""
+
+    def generated(self, name: str, directory: Path, note: str) -> None: ...
+
+    def reusing(self, directory: Path) -> None: ...
+
+    def started(self, nodes: Sequence[NodeProcess]) -> None: ...
+
+    def ready(self, count: int, network_file: Path, duration: float | None) -> None: ...
+
+    def exited(self, node: NodeProcess, status: int) -> None: ...
+
+    def stopping(self) -> None: ...
+
+    def stopped(self, statuses: Mapping[str, int | None]) -> None: ...
+
+
+class StopRequested(Exception):
+    """Raised in the main thread by the SIGTERM/SIGINT handler of :func:`run_until_signal`."""
 
 
 def _raise_stop(_signum: int, _frame: object) -> None:
-    raise _StopRequested
+    raise StopRequested
+
+
+@contextmanager
+def run_until_signal(
+    network: LocalNetwork, on_signal: Callable[[], None]
+) -> Iterator[dict[str, int | None]]:
+    """Run the body with SIGTERM/SIGINT turned into :class:`StopRequested` (caught here:
+    ``on_signal`` is called and the body ends), then stop every node, the signals ignored
+    meanwhile and restored after. Yields a dict that holds the nodes' exit statuses once
+    the block has ended."""
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    statuses: dict[str, int | None] = {}
+    try:
+        yield statuses
+    except StopRequested:
+        on_signal()
+    finally:
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        statuses.update(network.stop())
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def unusual_statuses(statuses: Mapping[str, int | None]) -> dict[str, int | None]:
+    """The nodes whose exit status is neither a clean stop nor SIGTERM's."""
+    return {n: c for n, c in statuses.items() if c not in (0, None, -signal.SIGTERM)}
 
 
 def run_up(
-    console: Any,
+    report: UpReporter,
     directory: Path,
     preset: str | None,
     topology: Path | None,
@@ -263,40 +324,24 @@ def run_up(
     duration: float | None,
     timeout: float,
 ) -> int:
-    """``belep up``: generate if needed, start, wait ready, write network.json, run, stop."""
-    from belep.node.presets import load_topology
-    from belep.node.provision import provision
-
+    """``belep up``: generate if needed, start, wait ready, write network.json, run, stop;
+    the exit status (1 if a node exited on its own)."""
     layout = NetworkLayout(directory)
     if not layout.node_ids():
         if preset is None and topology is None:
             raise ConfigError("empty directory: give --preset or --topology", where=str(directory))
         topo, text, note = load_topology(topology, preset, base_port)
         provision(topo, directory, topology_text=text)
-        if note:
-            console.print(f"[yellow]note:[/yellow] {note}")
-        console.print(f"generated network {topo.name} in {directory}")
+        report.generated(topo.name, directory, note)
     elif preset is not None or topology is not None:
-        console.print(f"reusing the network already generated in {directory}")
+        report.reusing(directory)
     network = LocalNetwork.open(directory)
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     status = 0
-    try:
+    with run_until_signal(network, report.stopping) as statuses:
         network.start()
-        for node in network.nodes.values():
-            c = node.config
-            console.print(
-                f"  {c.node_id:<16} unit {c.unit:<12} http {c.http_url:<24} p2p {c.host}:{c.p2p_port}"
-                f"  log {node.log_path}",
-                soft_wrap=True,
-            )
+        report.started(list(network.nodes.values()))
         network.wait_ready(timeout)
-        path = network.write_network_file()
-        console.print(f"[green]all {len(network.nodes)} nodes ready[/green]; wrote {path}")
-        console.print(
-            "stop with Ctrl-C (or SIGTERM)"
-            + (f"; stopping after {duration:.0f} s" if duration else "")
-        )
+        report.ready(len(network.nodes), network.write_network_file(), duration)
         deadline = None if duration is None else time.monotonic() + duration
         reported: set[str] = set()
         while deadline is None or time.monotonic() < deadline:
@@ -304,21 +349,7 @@ def run_up(
                 if node_id not in reported:  # a crash stops one node, not the network
                     reported.add(node_id)
                     status = 1
-                    console.print(
-                        f"[red]node {node_id} exited with status {code}[/red];"
-                        f" see {network.nodes[node_id].log_path}"
-                    )
+                    report.exited(network.nodes[node_id], code)
             time.sleep(0.5)
-    except _StopRequested:
-        console.print("stopping…")
-    finally:
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)
-        codes = network.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    bad = {n: c for n, c in codes.items() if c not in (0, None, -signal.SIGTERM)}
-    if bad:
-        console.print(f"[yellow]exit statuses:[/yellow] {bad}")
-    console.print(f"stopped {len(codes)} nodes")
+    report.stopped(statuses)
     return status

@@ -2,7 +2,7 @@
 
 Owns the TOML topology format (``docs/spec/topology.md``), its strict parser
 :func:`parse_topology` and the ready-made :func:`demo_topology`. A topology
-says *who* runs *what*; :mod:`belep.node.provision` turns it into keys,
+says *who* runs *what*; :mod:`belep.deploy.provision` turns it into keys,
 signed genesis files and node configurations.
 
 Invariants of a :class:`Topology` (checked by :func:`build_topology`, so an
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,13 @@ from belep.crypto import DEFAULT_SUITE, get_suite
 from belep.errors import ConfigError, StorageError, ValidationError
 from belep.ledger.block import DomainId, NodeId
 from belep.ledger.genesis import PROTOCOLS, check_id
+from belep.node.config import AnchorPolicy, TuningPlan
 
 __all__ = [
     "LEVELS",
-    "AnchorPolicy",
     "DomainPlan",
     "NodePlan",
     "Topology",
-    "TuningPlan",
     "UnitPlan",
     "build_topology",
     "demo_topology",
@@ -61,45 +60,7 @@ _NETWORK_KEYS = frozenset({"name", "suite", "host", "base_port"})
 _ANCHOR_KEYS = frozenset({"every_blocks", "every_ms"})
 _UNIT_KEYS = frozenset({"id", "name", "parent", "protocol", "validators", "consensus"})
 _NODE_KEYS = frozenset({"host", "p2p_port", "http_port"})
-_TUNING_KEYS = frozenset(
-    {
-        "max_batch_size",
-        "max_batch_wait_ms",
-        "window",
-        "request_timeout_ms",
-        "heartbeat_ms",
-        "checkpoint_interval",
-        "admission_delay_ms",
-        "max_outstanding",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class TuningPlan:
-    """Tuning of a domain: the ``ReplicaConfig`` knobs an operator may set, and the
-    node's admission limits (:class:`belep.node.admission.AdmissionPolicy`; 0 = the
-    default: half the request timeout, 20,000 transactions)."""
-
-    max_batch_size: int = 500
-    max_batch_wait_ms: int = 5
-    window: int = 8
-    request_timeout_ms: int = 1000
-    heartbeat_ms: int = 100
-    checkpoint_interval: int = 16
-    admission_delay_ms: int = 0
-    max_outstanding: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {name: int(getattr(self, name)) for name in sorted(_TUNING_KEYS)}
-
-
-@dataclass(frozen=True, slots=True)
-class AnchorPolicy:
-    """When a child domain's tip is anchored into its parent: every K blocks or T ms."""
-
-    every_blocks: int = 16
-    every_ms: int = 5000
+_TUNING_KEYS = frozenset(f.name for f in fields(TuningPlan))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from belep.crypto import PrivateKey, sha256, write_private_key
+from belep.deploy.topology import Topology
 from belep.errors import ConfigError, StorageError
 from belep.ledger.block import DomainId, NodeId
 from belep.ledger.datadir import GENESIS_FILE, node_domain_dir
 from belep.ledger.genesis import Genesis, Member, write_genesis
 from belep.node.config import NodeConfig, PeerInfo, render_node_config
 from belep.node.genesis_seal import GENESIS_SIGS_FILE, sign_genesis, write_genesis_signatures
-from belep.node.topology import Topology
 
 __all__ = ["NetworkLayout", "ProvisionResult", "network_id_of", "provision", "write_secret"]
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from belep.crypto import read_private_key
+from belep.deploy.provision import provision
+from belep.deploy.topology import demo_topology, demo_topology_text
 from belep.errors import ConfigError, InvalidSignature
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.genesis import read_genesis
@@ -18,8 +20,6 @@ from belep.node.genesis_seal import (
     check_genesis_signatures,
     read_genesis_signatures,
 )
-from belep.node.provision import provision
-from belep.node.topology import demo_topology, demo_topology_text
 
 
 @pytest.fixture(scope="module")

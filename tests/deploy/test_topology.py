@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from belep.deploy.topology import demo_topology, parse_topology
 from belep.errors import ConfigError
-from belep.node.topology import demo_topology, parse_topology
 
 GOOD = """
 [network]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from belep.deploy.topology import DEFAULT_BASE_PORT, Topology, demo_topology_text, parse_topology
 from belep.errors import ConfigError, StorageError
 from belep.node.protocols import registered_protocols
-from belep.node.topology import DEFAULT_BASE_PORT, Topology, demo_topology_text, parse_topology
 
 __all__ = ["PRESETS", "demo_station_protocol", "load_topology"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from belep.node.launcher import LocalNetwork
+from belep.deploy.launcher import LocalNetwork
 
 __all__ = ["StatusRow", "collect_status"]
 
