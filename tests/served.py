@@ -20,14 +20,15 @@ from pathlib import Path
 import pytest
 
 from belep.app.machine import BelepApplication
-from belep.crypto import PrivateKey, read_private_key
+from belep.crypto import PrivateKey
 from belep.deploy.provision import provision
 from belep.deploy.topology import parse_topology
+from belep.keys import read_private_key
 from belep.ledger.block import DomainId, NodeId
 from belep.ledger.builder import ChainBuilder
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.envelope import Envelope, sign_envelope
-from belep.ledger.genesis import read_genesis
+from belep.ledger.genesis_file import read_genesis
 from belep.ledger.store import BlockStore
 from belep.node.auth import make_peer_token
 from belep.node.config import read_node_config

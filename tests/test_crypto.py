@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from belep import crypto
-from belep.crypto import PrivateKey, PublicKey, read_private_key, write_private_key
+from belep.crypto import PrivateKey, PublicKey
 from belep.errors import InvalidSignature, KeyFileError, ValidationError
+from belep.keys import generate_private_key, read_private_key, write_private_key
 
 # RFC 8032 §7.1, TEST 1 and TEST 2.
 RFC8032 = [
@@ -42,8 +43,8 @@ def test_rfc8032_vectors(name: str, secret: str, public: str, message: str, sign
 
 
 def test_tampered_message_signature_or_key_fails() -> None:
-    key = PrivateKey.generate()
-    other = PrivateKey.generate()
+    key = generate_private_key()
+    other = generate_private_key()
     signature = key.sign(b"evidence")
     assert key.public_key.is_valid_signature(b"evidence", signature)
     assert not key.public_key.is_valid_signature(b"evidencf", signature)
@@ -83,7 +84,7 @@ def test_private_key_repr_hides_secret() -> None:
 def test_key_file_written_0600_and_read_back(tmp_path: Path) -> None:
     old_umask = os.umask(0)  # even a permissive umask must not widen the file
     try:
-        key = PrivateKey.generate()
+        key = generate_private_key()
         path = tmp_path / "node.key"
         write_private_key(path, key)
     finally:
@@ -93,7 +94,7 @@ def test_key_file_written_0600_and_read_back(tmp_path: Path) -> None:
 
 
 def test_key_file_with_passphrase(tmp_path: Path) -> None:
-    key = PrivateKey.generate()
+    key = generate_private_key()
     path = tmp_path / "node.key"
     write_private_key(path, key, passphrase=b"correct horse")
     assert b"ENCRYPTED" in path.read_bytes()
@@ -107,14 +108,14 @@ def test_key_file_with_passphrase(tmp_path: Path) -> None:
 
 def test_key_file_refuses_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "node.key"
-    write_private_key(path, PrivateKey.generate())
+    write_private_key(path, generate_private_key())
     with pytest.raises(KeyFileError, match="overwrite"):
-        write_private_key(path, PrivateKey.generate())
+        write_private_key(path, generate_private_key())
 
 
 def test_key_file_with_open_permissions_refused(tmp_path: Path) -> None:
     path = tmp_path / "node.key"
-    write_private_key(path, PrivateKey.generate())
+    write_private_key(path, generate_private_key())
     path.chmod(0o644)
     with pytest.raises(KeyFileError, match="too open"):
         read_private_key(path)
@@ -143,12 +144,10 @@ class _ToySuite:
     name = "toy"
     public_key_size = 32
     signature_size = 64
+    seed_size = 32
 
     def __init__(self) -> None:
         self.inner = crypto.Ed25519Suite()
-
-    def generate_seed(self) -> bytes:
-        return self.inner.generate_seed()
 
     def public_from_secret(self, secret: bytes) -> bytes:
         return self.inner.public_from_secret(secret)
@@ -171,7 +170,7 @@ class _ToySuite:
 
 def test_second_suite_plugs_in_without_caller_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(crypto.SUITES, "toy", _ToySuite())
-    toy = PrivateKey.generate("toy")
+    toy = generate_private_key("toy")
     ed = PrivateKey.from_seed(toy.secret)
     signature = toy.sign(b"m")
     toy.public_key.verify(b"m", signature)

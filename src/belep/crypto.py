@@ -13,19 +13,15 @@ OpenSSL for verification; key files use pyca/cryptography's PKCS#8 PEM,
 optionally encrypted with a passphrase (scrypt + AES-256-CBC as chosen by
 ``BestAvailableEncryption``).
 
-Key files are created with mode 0600 (never widened afterwards) and loading
-one that is readable by group or others is refused.
-
-Only :func:`write_private_key` and :func:`read_private_key` do I/O.
+Pure: no I/O, no clock, no randomness. Generating a key (the operating
+system's CSPRNG) and reading and writing key files (mode 0600) is
+:mod:`belep.keys`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import nacl.exceptions
@@ -49,8 +45,7 @@ class SignatureSuite(Protocol):
     public_key_size: int
     signature_size: int
 
-    def generate_seed(self) -> bytes:
-        """Fresh secret key material from the OS CSPRNG."""
+    seed_size: int
 
     def public_from_secret(self, secret: bytes) -> bytes:
         """Raw public key for raw secret key material."""
@@ -78,8 +73,7 @@ class Ed25519Suite:
     public_key_size = 32
     signature_size = 64
 
-    def generate_seed(self) -> bytes:
-        return os.urandom(32)
+    seed_size = 32
 
     def public_from_secret(self, secret: bytes) -> bytes:
         return bytes(nacl.signing.SigningKey(secret).verify_key)
@@ -208,13 +202,9 @@ class PrivateKey:
         )
 
     @classmethod
-    def generate(cls, suite: str = DEFAULT_SUITE) -> PrivateKey:
-        """A fresh key pair from the operating system's CSPRNG."""
-        return cls(suite, get_suite(suite).generate_seed())
-
-    @classmethod
     def from_seed(cls, seed: bytes, suite: str = DEFAULT_SUITE) -> PrivateKey:
-        """A deterministic key from 32 seed bytes (for tests and simulations only)."""
+        """The key of 32 seed bytes (fresh ones: :func:`belep.keys.generate_private_key`;
+        fixed ones only in tests and simulations)."""
         if len(seed) != 32:
             raise ValidationError("seed has the wrong length", expected=32, found=len(seed))
         return cls(suite, seed)
@@ -222,53 +212,3 @@ class PrivateKey:
     def sign(self, message: bytes) -> bytes:
         """Signature of ``message``."""
         return get_suite(self.suite).sign(self.secret, message)
-
-
-def write_private_key(path: Path, key: PrivateKey, passphrase: bytes | None = None) -> None:
-    """Write ``key`` to a new file at ``path`` with mode 0600, durably.
-
-    Refuses to overwrite an existing file. The file is created with 0600 from
-    the start (no window where it is world-readable), fsynced, and its
-    directory fsynced.
-    """
-    pem = get_suite(key.suite).secret_to_pem(key.secret, passphrase)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise KeyFileError("refusing to overwrite an existing key file", where=str(path)) from None
-    try:
-        os.fchmod(fd, 0o600)  # umask cannot widen it, but make the mode explicit
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def read_private_key(
-    path: Path, passphrase: bytes | None = None, suite: str = DEFAULT_SUITE
-) -> PrivateKey:
-    """Read a key file written by :func:`write_private_key`.
-
-    Raises :class:`KeyFileError` if the file is readable or writable by group
-    or others, is not a key of ``suite``, or the passphrase is wrong.
-    """
-    try:
-        info = path.stat()
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise KeyFileError(
-                "key file permissions are too open",
-                expected="0600",
-                found=oct(mode),
-                where=str(path),
-            )
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file: {exc.strerror}", where=str(path)) from exc
-    return PrivateKey(suite, get_suite(suite).secret_from_pem(pem, passphrase))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from belep.crypto import read_private_key
 from belep.deploy.provision import provision
 from belep.deploy.topology import demo_topology, demo_topology_text
 from belep.errors import ConfigError, InvalidSignature
+from belep.keys import read_private_key
 from belep.ledger.datadir import node_domain_dir
-from belep.ledger.genesis import read_genesis
+from belep.ledger.genesis_file import read_genesis
 from belep.node.config import read_node_config
 from belep.node.genesis_seal import (
     GENESIS_SIGS_FILE,

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import httpx
 
-from belep.crypto import PrivateKey
 from belep.deploy.launcher import LocalNetwork
 from belep.deploy.provision import provision
 from belep.deploy.topology import parse_topology
 from belep.encoding import encode
+from belep.keys import generate_private_key
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.envelope import sign_envelope
-from belep.ledger.genesis import read_genesis
+from belep.ledger.genesis_file import read_genesis
 from belep.ledger.store import BlockStore
 from belep.node.chaincheck import verify_domain_chain
 
@@ -80,7 +80,7 @@ class Client:
             self._thread.join(30)
 
     def _run(self) -> None:
-        key = PrivateKey.generate()
+        key = generate_private_key()
         nonce = 0
         with httpx.Client(timeout=10.0) as http:
             while not self._stop.is_set():

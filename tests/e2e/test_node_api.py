@@ -14,6 +14,7 @@ from harness import free_base_port, make_network
 from belep.crypto import PrivateKey
 from belep.deploy.launcher import LocalNetwork
 from belep.encoding import encode
+from belep.keys import generate_private_key
 from belep.ledger.envelope import Envelope, sign_envelope
 from belep.node.protocols import registered_protocols
 
@@ -52,7 +53,7 @@ def test_http_edge(tmp_path: Path) -> None:
         tmp_path / "net", TOPOLOGY.format(base=free_base_port(14, rng), protocol=protocol)
     )
     voter, observer = network.nodes["child-1"], network.nodes["parent-1"]
-    key = PrivateKey.generate()
+    key = generate_private_key()
     try:
         network.start()
         network.wait_ready(60)

@@ -14,7 +14,7 @@ from belep.app.machine import BelepApplication
 from belep.crypto import sha256
 from belep.ledger.builder import ChainBuilder, committee_keys
 from belep.ledger.datadir import DomainDir
-from belep.ledger.genesis import read_genesis
+from belep.ledger.genesis_file import read_genesis
 from belep.ledger.store import BlockStore
 
 TXS_PER_BLOCK = 150

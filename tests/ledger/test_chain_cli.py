@@ -15,7 +15,8 @@ from belep.crypto import PrivateKey
 from belep.ledger.block import NodeId
 from belep.ledger.builder import ChainBuilder, committee_keys, make_genesis
 from belep.ledger.datadir import DomainDir, node_domain_dir
-from belep.ledger.genesis import Genesis, write_genesis
+from belep.ledger.genesis import Genesis
+from belep.ledger.genesis_file import write_genesis
 from belep.ledger.merkle import hash_leaf, verify_inclusion
 from belep.ledger.store import BlockStore
 

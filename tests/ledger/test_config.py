@@ -53,7 +53,8 @@ from belep.ledger.config_tx import (
 from belep.ledger.datadir import DomainDir
 from belep.ledger.envelope import sign_envelope
 from belep.ledger.execution import ChainExecutor, MemoryState
-from belep.ledger.genesis import Genesis, Member, write_genesis
+from belep.ledger.genesis import Genesis, Member
+from belep.ledger.genesis_file import write_genesis
 from belep.ledger.store import BlockStore
 from belep.ledger.verify import StoredBlock, StoredTx, verify_chain
 

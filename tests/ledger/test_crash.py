@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from belep.ledger.datadir import DomainDir
-from belep.ledger.genesis import Genesis, write_genesis
+from belep.ledger.genesis import Genesis
+from belep.ledger.genesis_file import write_genesis
 from belep.ledger.store import BlockStore
 from belep.ledger.verify import verify_chain
 

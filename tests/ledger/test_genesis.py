@@ -13,13 +13,8 @@ from belep.errors import ChainError, ConfigError, ValidationError
 from belep.ledger.block import DomainId, NodeId
 from belep.ledger.builder import committee_keys, make_genesis
 from belep.ledger.config import history_from_genesis
-from belep.ledger.genesis import (
-    Genesis,
-    Member,
-    quorum_size,
-    read_genesis,
-    write_genesis,
-)
+from belep.ledger.genesis import Genesis, Member, quorum_size
+from belep.ledger.genesis_file import read_genesis, write_genesis
 
 
 def test_hash_ignores_json_layout(genesis: Genesis) -> None:

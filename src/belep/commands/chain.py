@@ -23,7 +23,8 @@ from rich.table import Table
 
 from belep.errors import BelepError, NotFound
 from belep.ledger.datadir import DomainDir, find_domain_dirs
-from belep.ledger.genesis import Genesis, read_genesis
+from belep.ledger.genesis import Genesis
+from belep.ledger.genesis_file import read_genesis
 from belep.ledger.store import BlockStore
 from belep.ledger.verify import Finding, VerifyReport
 from belep.node.chaincheck import verify_store

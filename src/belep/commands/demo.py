@@ -28,12 +28,13 @@ from rich.console import Console
 from rich.table import Table
 
 from belep.app.machine import BelepApplication
-from belep.crypto import PrivateKey, sha256, write_private_key
+from belep.crypto import sha256
 from belep.encoding import Value, decode, encode
+from belep.keys import generate_private_key, write_private_key
 from belep.ledger.block import NodeId
 from belep.ledger.builder import ChainBuilder, make_genesis
 from belep.ledger.datadir import DomainDir
-from belep.ledger.genesis import read_genesis, write_genesis
+from belep.ledger.genesis_file import read_genesis, write_genesis
 from belep.ledger.merkle import hash_leaf
 from belep.ledger.store import BlockStore
 from belep.ledger.verify import VerifyReport, verify_chain
@@ -152,7 +153,7 @@ def run_demo(directory: Path, blocks: int, out: Console) -> bool:
     started = time.perf_counter()
 
     out.rule("[bold]1. Four validators and a genesis")
-    keys = {NodeId(name): PrivateKey.generate() for name in VALIDATORS}
+    keys = {NodeId(name): generate_private_key() for name in VALIDATORS}
     for name, key in keys.items():
         write_private_key(keys_dir / f"{name}.pem", key)
     genesis = make_genesis(DOMAIN, keys, protocol="pbft", created_ms=int(time.time() * 1000))

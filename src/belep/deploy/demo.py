@@ -37,9 +37,10 @@ from belep.deploy.launcher import LocalNetwork, NodeProcess, run_until_signal
 from belep.deploy.presets import load_topology
 from belep.deploy.provision import provision
 from belep.errors import NetworkError
+from belep.keys import generate_private_key
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.envelope import Envelope, sign_envelope
-from belep.ledger.genesis import read_genesis
+from belep.ledger.genesis_file import read_genesis
 from belep.ledger.store import BlockStore
 from belep.node.chaincheck import verify_domain_chain
 
@@ -320,7 +321,7 @@ def _checks(report: DemoReporter, network: LocalNetwork) -> bool:
         )
         cid = response.json()["cid"]
         report.uploaded(cid, len(evidence))
-        records = demo_records(PrivateKey.generate(), cid, int(time.time() * 1000))
+        records = demo_records(generate_private_key(), cid, int(time.time() * 1000))
         committed = _submit(http, network, records)
         report.committed(committed)
         presence = _presence(http, network, committed)

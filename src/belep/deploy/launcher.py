@@ -230,7 +230,7 @@ class LocalNetwork:
             domains = {}
             for domain in node.config.domains:
                 from belep.ledger.datadir import node_domain_dir
-                from belep.ledger.genesis import read_genesis
+                from belep.ledger.genesis_file import read_genesis
 
                 genesis = read_genesis(node_domain_dir(node.config.data_dir, domain).genesis_path)
                 domains[domain] = (

@@ -27,12 +27,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from belep.crypto import PrivateKey, sha256, write_private_key
+from belep.crypto import sha256
 from belep.deploy.topology import Topology
 from belep.errors import ConfigError, StorageError
+from belep.keys import generate_private_key, write_private_key
 from belep.ledger.block import DomainId, NodeId
 from belep.ledger.datadir import GENESIS_FILE, node_domain_dir
-from belep.ledger.genesis import Genesis, Member, write_genesis
+from belep.ledger.genesis import Genesis, Member
+from belep.ledger.genesis_file import write_genesis
 from belep.node.config import NodeConfig, PeerInfo, render_node_config
 from belep.node.genesis_seal import GENESIS_SIGS_FILE, sign_genesis, write_genesis_signatures
 
@@ -130,7 +132,7 @@ def provision(
     layout = NetworkLayout(out)
     layout.topology_path.write_text(topology_text, encoding="utf-8")
     created = int(time.time() * 1000) if now_ms is None else now_ms
-    keys = {node.node_id: PrivateKey.generate(topology.suite) for node in topology.nodes}
+    keys = {node.node_id: generate_private_key(topology.suite) for node in topology.nodes}
     geneses: dict[DomainId, Genesis] = {}
     signatures: dict[DomainId, dict[NodeId, bytes]] = {}
     for plan in topology.domains():

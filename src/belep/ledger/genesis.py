@@ -21,17 +21,15 @@ certifies a later height is the configuration history's answer
 (:mod:`belep.ledger.config`), replayed over the chain's configuration
 transactions.
 
-Only :func:`read_genesis` and :func:`write_genesis` do I/O (a file).
+Pure: reading and writing ``genesis.json`` is :mod:`belep.ledger.genesis_file`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from belep.crypto import PublicKey, get_suite, sha256
@@ -45,7 +43,7 @@ from belep.encoding import (
     expect_map,
     expect_str,
 )
-from belep.errors import ConfigError, EncodingError, StorageError, ValidationError
+from belep.errors import ConfigError, EncodingError, ValidationError
 from belep.ledger.block import Digest, DomainId, Epoch, NodeId
 
 GENESIS_FORMAT = "belep-genesis-v1"
@@ -339,47 +337,3 @@ def _json_to_value(value: Any) -> Value:
     if isinstance(value, dict):
         return {k: _json_to_value(v) for k, v in value.items()}
     raise EncodingError("unsupported JSON value", found=type(value).__name__)
-
-
-# --------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------
-
-
-def read_genesis(path: Path) -> Genesis:
-    """Read and validate a genesis file; :class:`ConfigError` or :class:`StorageError`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StorageError(f"cannot read genesis file: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError("genesis file is not UTF-8", where=str(path)) from exc
-    return Genesis.from_json(text)
-
-
-def write_genesis(path: Path, genesis: Genesis) -> None:
-    """Write ``genesis`` to ``path`` atomically and durably; refuses to overwrite."""
-    if path.exists():
-        raise ConfigError("refusing to overwrite an existing genesis file", where=str(path))
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(genesis.to_json().encode("utf-8"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(tmp, path)  # fails if path appeared meanwhile: never overwrites
-        os.unlink(tmp)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except FileExistsError as exc:
-        raise ConfigError(
-            "refusing to overwrite an existing genesis file", where=str(path)
-        ) from exc
-    except OSError as exc:
-        raise StorageError(f"cannot write genesis file: {exc.strerror}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -50,13 +50,14 @@ from typing import Protocol
 from belep.app.machine import BelepApplication
 from belep.consensus.types import ReplicaConfig
 from belep.content.blockstore import Blockstore
-from belep.crypto import PublicKey, read_private_key
+from belep.crypto import PublicKey
 from belep.encoding import decode, encode, expect_bytes, expect_list
 from belep.errors import ConfigError, DomainNotHeld, StorageError, ValidationError
+from belep.keys import read_private_key
 from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate, Transaction
 from belep.ledger.datadir import node_domain_dir
 from belep.ledger.envelope import EnvelopeValidator
-from belep.ledger.genesis import read_genesis
+from belep.ledger.genesis_file import read_genesis
 from belep.ledger.state_store import STATE_DB, StateDatabase
 from belep.ledger.store import BlockStore
 from belep.net import PeerAddress, Transport, TransportConfig
