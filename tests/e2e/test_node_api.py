@@ -84,6 +84,7 @@ def test_http_edge(tmp_path: Path) -> None:
                 f"{voter.config.http_url}/v1/domains/child/transactions/{done['tx_hash']}"
             )
             assert status.json()["block_hash"] == done["block_hash"]
+            assert status.json()["result"] == "ok"  # executed after ordering: accepted
             unknown = http.get(f"{voter.config.http_url}/v1/domains/child/transactions/{'00' * 32}")
             assert unknown.status_code == 404
 

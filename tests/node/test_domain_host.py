@@ -23,10 +23,11 @@ from belep.crypto import PrivateKey
 from belep.ledger.block import Block, DomainId, NodeId, QuorumCertificate, Transaction
 from belep.ledger.builder import ChainBuilder, make_genesis
 from belep.ledger.envelope import EnvelopeValidator, sign_envelope
+from belep.ledger.execution import Application, BlockContext, StateView, TxResult, Writes
 from belep.ledger.genesis import Genesis
 from belep.ledger.state_store import StateDatabase
 from belep.ledger.store import BlockStore
-from belep.node.domain import DomainHost, SafetyHalt
+from belep.node.domain import DomainHost, ExecutionDiverged, SafetyHalt
 from belep.node.kvstore import ConsensusState
 from belep.node.protocols import registered_protocols, replica_factory
 
@@ -37,9 +38,15 @@ PROTOCOLS = [p for p in ("pbft", "raft") if p in registered_protocols()]
 
 
 class Cluster:
-    def __init__(self, root: Path, genesis: Genesis) -> None:
+    def __init__(
+        self,
+        root: Path,
+        genesis: Genesis,
+        applications: dict[NodeId, Application] | None = None,
+    ) -> None:
         self.root = root
         self.genesis = genesis
+        self.applications = applications or {}
         self.hosts: dict[NodeId, DomainHost] = {}
         self.files: dict[NodeId, tuple[BlockStore, ConsensusState, StateDatabase]] = {}
         self.down: set[NodeId] = set()
@@ -70,7 +77,7 @@ class Cluster:
             store=store,
             state=state,
             execution=execution,
-            application=BelepApplication(),
+            application=self.applications.get(node, BelepApplication()),
             send=lambda peer, channel, payload, me=node: self._route(me, peer, channel, payload),
             on_commit=self._committed,
             is_connected=lambda peer: peer not in self.down,
@@ -255,3 +262,74 @@ def test_a_view_change_is_counted_and_logged(
     changes = [r for r in caplog.records if getattr(r, "event", None) == "node.view"]
     assert changes
     assert changes[0].getMessage().startswith("domain d: view 0 -> 1")
+
+
+class _Quirky:
+    """The BELEP rules, except that this node refuses the transaction it was told to."""
+
+    def __init__(self, odd: bytes) -> None:
+        self.odd = odd
+        self.inner = BelepApplication()
+
+    def apply_transaction(
+        self, state: StateView, tx: Transaction, context: BlockContext
+    ) -> tuple[TxResult, Writes]:
+        if tx.payload == self.odd:
+            return TxResult("node-local-quirk"), {}
+        return self.inner.apply_transaction(state, tx, context)
+
+
+@pytest.mark.timeout(60)
+def test_a_node_whose_execution_differs_halts_at_the_next_block(tmp_path: Path) -> None:
+    odd = _txs(0, 1)[0]
+    victim = NODES[3]
+
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, _genesis("pbft"), {victim: _Quirky(odd.payload)})
+        for node in NODES:
+            cluster.open(node).start()
+        cluster.hosts[NODES[0]].submit(odd)
+        first = cluster.hosts[NODES[0]]
+        await cluster.until(lambda: first.height >= 1)
+        diverged = first.height  # the block carrying the odd transaction
+        host = cluster.hosts[victim]
+        for tx in _txs(1, 5):
+            cluster.hosts[NODES[0]].submit(tx)
+        with contextlib.suppress(SafetyHalt):
+            await asyncio.wait_for(host._task, 30)  # type: ignore[arg-type]
+        assert isinstance(host.failure, ExecutionDiverged)
+        assert f"height {diverged + 1}" in str(host.failure)
+        await cluster.until(lambda: first.height >= diverged + 1)  # the others go on
+        for node in NODES:
+            await cluster.close(node)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_state_database_is_rebuilt_from_the_chain(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, _genesis("pbft"))
+        for node in NODES:
+            cluster.open(node).start()
+        for tx in _txs(0, 6):
+            cluster.hosts[NODES[0]].submit(tx)
+        await cluster.until(lambda: all(cluster.hosts[n].height >= 1 for n in NODES))
+        for tx in _txs(6, 6):
+            cluster.hosts[NODES[0]].submit(tx)
+        await cluster.until(lambda: all(cluster.hosts[n].height >= 2 for n in NODES))
+        await cluster.until(lambda: len({cluster.hosts[n].height for n in NODES}) == 1)
+        height = cluster.hosts[NODES[2]].height
+        before = [cluster.files[NODES[2]][2].record(h) for h in range(1, height + 1)]
+        await cluster.close(NODES[2])
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / NODES[2] / f"state.sqlite3{suffix}").unlink(missing_ok=True)
+        cluster.down.discard(NODES[2])
+        cluster.open(NODES[2]).start()  # executes the stored chain again before it starts
+        rebuilt = cluster.files[NODES[2]][2]
+        assert [rebuilt.record(h) for h in range(1, height + 1)] == before
+        assert all(r is not None and r.results for r in before)
+        for node in NODES:
+            await cluster.close(node)
+
+    asyncio.run(scenario())

@@ -8,7 +8,8 @@ each domain's chain the first time it needs it (SQLite connections are not
 shared between the pool and the event loop, nor between workers); all are
 closed by :meth:`ChainReads.close`.
 
-A read sees every block whose append has returned (the stores are in WAL
+Transaction results come from the domain's state database the same way
+(:meth:`ChainReads.result`). A read sees every block whose append has returned (the stores are in WAL
 mode and a reader starts a fresh snapshot per query), which is what the
 service's commit-watching argument relies on (:mod:`belep.node.service`).
 
@@ -25,6 +26,7 @@ from typing import TypeVar
 
 from belep.errors import DomainNotHeld, NotFound, StorageError
 from belep.ledger.block import Block, DomainId, QuorumCertificate
+from belep.ledger.state_store import StateDatabase
 from belep.ledger.store import BlockStore, TxRecord
 
 __all__ = ["DEFAULT_WORKERS", "ChainReads"]
@@ -42,12 +44,16 @@ class ChainReads:
         self,
         openers: Mapping[DomainId, Callable[[], BlockStore]],
         workers: int = DEFAULT_WORKERS,
+        *,
+        state_openers: Mapping[DomainId, Callable[[], StateDatabase]] | None = None,
     ) -> None:
-        """``openers``: for each held domain, how to open a new read-only store of it."""
+        """``openers``: for each held domain, how to open a new read-only store of it;
+        ``state_openers``: the same for its executed state (transaction results)."""
         self._openers = dict(openers)
+        self._state_openers = dict(state_openers or {})
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="belep-chain-read")
         self._local = threading.local()
-        self._opened: list[BlockStore] = []
+        self._opened: list[BlockStore | StateDatabase] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -67,6 +73,35 @@ class ChainReads:
                 store = stores[domain] = opener()
                 self._opened.append(store)
         return store
+
+    def _state(self, domain: DomainId) -> StateDatabase:
+        """This worker's connection to ``domain``'s executed state (opened on first use)."""
+        states: dict[DomainId, StateDatabase] | None = getattr(self._local, "states", None)
+        if states is None:
+            states = self._local.states = {}
+        state = states.get(domain)
+        if state is None:
+            opener = self._state_openers.get(domain)
+            if opener is None:
+                raise DomainNotHeld(domain)
+            with self._lock:
+                if self._closed:
+                    raise StorageError("the node's chain reads are closed")
+                state = states[domain] = opener()
+                self._opened.append(state)
+        return state
+
+    async def result(self, domain: DomainId, height: int, index: int) -> str | None:
+        """The result code of the transaction at ``(height, index)`` (``None``: not yet
+        executed here)."""
+
+        def work() -> str | None:
+            record = self._state(domain).record(height)
+            if record is None or not 0 <= index < len(record.results):
+                return None
+            return record.results[index].code
+
+        return await self._run(work)
 
     async def _run(self, work: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)

@@ -72,6 +72,7 @@ from belep.consensus.types import (
     TimerFired,
     TimerId,
 )
+from belep.encoding import Value
 from belep.errors import BelepError, ChainError, CorruptStore, ValidationError
 from belep.ledger.block import (
     Block,
@@ -211,6 +212,10 @@ class DomainHost:
         # Counters for metrics and status.
         self.decode_errors = 0
         self.foreign_messages = 0
+        self.sync_requests_dropped = 0
+        self._serving: set[NodeId] = set()
+        self._serve_tasks: set[asyncio.Task[None]] = set()
+        self._reader_lock = asyncio.Lock()
         self.view_changes = 0
         self._last_view: int | None = None
         self.rounds = 0
@@ -305,6 +310,10 @@ class DomainHost:
         self._wake.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        serving = list(self._serve_tasks)
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -373,18 +382,41 @@ class DomainHost:
     # ------------------------------------------------------------------ state transfer
 
     def _serve_sync(self, peer: NodeId, request: SyncRequest) -> None:
+        """Answer a state-transfer request; the blocks are read in a worker thread.
+
+        One answer per peer is in progress at a time (a request that arrives
+        meanwhile is dropped: the peer asks again), and one read at a time uses
+        the reader's connection.
+        """
         start = int(request.from_height)
         if start > self.height:
             self._send(peer, self.sync_channel, encode_blocks_raw(start, []))
             return
+        if peer in self._serving:
+            self.sync_requests_dropped += 1
+            return
         end = min(self.height, start + min(request.max_blocks, MAX_SYNC_BLOCKS) - 1)
-        blocks = []
+        self._serving.add(peer)
+        task = asyncio.get_running_loop().create_task(self._answer_sync(peer, start, end))
+        self._serve_tasks.add(task)
+        task.add_done_callback(self._serve_tasks.discard)
+
+    async def _answer_sync(self, peer: NodeId, start: int, end: int) -> None:
+        try:
+            async with self._reader_lock:
+                blocks = await asyncio.to_thread(self._read_for_sync, start, end)
+            if blocks is not None and not self.stopped:
+                self._send(peer, self.sync_channel, encode_blocks_raw(start, blocks))
+        finally:
+            self._serving.discard(peer)
+
+    def _read_for_sync(self, start: int, end: int) -> list[tuple[Value, Value]] | None:
+        blocks: list[tuple[Value, Value]] = []
         size = 0
         try:
             for block, certificate in self._reader.iter_committed(start, end):
-                wire = (block.to_wire(), certificate.to_wire())
+                blocks.append((block.to_wire(), certificate.to_wire()))
                 size += sum(len(tx.payload) for tx in block.transactions) + 512
-                blocks.append(wire)
                 if size >= SYNC_ANSWER_BYTES:
                     break
         except BelepError as exc:
@@ -393,8 +425,8 @@ class DomainHost:
                 exc,
                 extra={"event": "node.sync_read_failed", "domain": self.domain},
             )
-            return
-        self._send(peer, self.sync_channel, encode_blocks_raw(start, blocks))
+            return None
+        return blocks
 
     def _request_blocks(self, effect: RequestStateTransfer) -> None:
         candidates = [p for p in effect.peers if p in self._peer_set and p != self.config.node_id]

@@ -504,6 +504,18 @@ class Node:
         directory = node_domain_dir(self.config.data_dir, domain)
         return BlockStore.open(directory.chain_path, host.genesis, readonly=True)
 
+    def open_state_reader(self, domain: DomainId) -> StateDatabase:
+        """A new read-only connection to a held domain's executed state (the caller closes it)."""
+        host = self.hosts.get(domain)
+        if host is None:
+            raise DomainNotHeld(domain)
+        directory = node_domain_dir(self.config.data_dir, domain)
+        return StateDatabase.open(directory.root / STATE_DB, host.genesis, readonly=True)
+
+    def state_openers(self) -> dict[DomainId, Callable[[], StateDatabase]]:
+        """For each held domain, how to open a new read-only connection to its state."""
+        return {domain: partial(self.open_state_reader, domain) for domain in self.hosts}
+
     def reader_openers(self) -> dict[DomainId, Callable[[], BlockStore]]:
         """For each held domain, how to open a new read-only connection to its chain."""
         return {domain: partial(self.open_reader, domain) for domain in self.hosts}

@@ -167,7 +167,11 @@ class NodeService:
     def __init__(self, node: Node, reads: ChainReads | None = None) -> None:
         """``reads``: the chain reads to use (default: a pool over the node's chains)."""
         self._node = node
-        self._reads = reads if reads is not None else ChainReads(node.reader_openers())
+        self._reads = (
+            reads
+            if reads is not None
+            else ChainReads(node.reader_openers(), state_openers=node.state_openers())
+        )
 
     def close(self) -> None:
         """Release the worker threads and their connections."""
@@ -306,6 +310,11 @@ class NodeService:
         with self._watching(domain, tx_hashes) as watch:
             await watch.read()
             return await watch.wait(timeout_s)
+
+    async def result(self, commit: TxCommit) -> str | None:
+        """What executing a committed transaction gave: ``ok`` or the reason it was
+        rejected (``None`` while this node has not executed its block yet)."""
+        return await self._reads.result(commit.domain, commit.height, commit.index)
 
     def _validate(self, domain: DomainId, tx: Transaction) -> None:
         """Check ``tx`` and remember the outcome for the replica (verify-once)."""

@@ -118,4 +118,4 @@ async def transaction(request: Request, domain: str, tx_hash: str, wait: str = "
     (commit,) = await service.wait_committed(held, [digest], wait_ms(wait) / 1000)
     if commit is None:
         return JSONResponse({"tx_hash": digest.hex(), "status": "unknown"}, status_code=404)
-    return JSONResponse(_committed(commit))
+    return JSONResponse({**_committed(commit), "result": await service.result(commit)})
