@@ -87,6 +87,7 @@ IO_EDGES = frozenset(
     {
         "belep.ledger.store",
         "belep.ledger.state_store",
+        "belep.ledger.sqlite",
         "belep.ledger.genesis_file",
         "belep.ledger.datadir",
     }

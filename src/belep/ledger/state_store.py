@@ -37,6 +37,7 @@ from belep.errors import ConfigError, CorruptStore, StorageError, ValidationErro
 from belep.ledger.block import Digest, Height
 from belep.ledger.execution import BlockExecution, TxResult, genesis_state_root
 from belep.ledger.genesis import Genesis
+from belep.ledger.sqlite import connect, create_schema, open_header, wrap
 
 __all__ = ["STATE_DB", "ExecutionRecord", "StateDatabase"]
 
@@ -73,13 +74,6 @@ class ExecutionRecord:
     results: tuple[TxResult, ...]
 
 
-def _wrap(exc: sqlite3.Error, what: str) -> StorageError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return CorruptStore(f"{what}: the state database is damaged ({exc})")
-    return StorageError(f"{what}: {exc}")
-
-
 class StateDatabase:
     """One domain's executed state in one SQLite file. Open with :meth:`open`."""
 
@@ -100,18 +94,7 @@ class StateDatabase:
         """Open the database at ``path`` for ``genesis`` (a writer creates it if missing)."""
         if readonly and not path.is_file():
             raise StorageError(f"no state database at {path}")
-        try:
-            if readonly:
-                conn = sqlite3.connect(
-                    f"{path.resolve().as_uri()}?mode=ro",
-                    uri=True,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            else:
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise _wrap(exc, f"cannot open {path}") from exc
+        conn = connect(path, readonly=readonly)
         db = cls(conn, path, genesis, readonly)
         try:
             db._setup()
@@ -121,24 +104,21 @@ class StateDatabase:
         return db
 
     def _setup(self) -> None:
-        conn = self._conn
-        try:
-            conn.execute("PRAGMA busy_timeout = 10000")
-            if not self.readonly:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise _wrap(exc, f"cannot read {self.path}") from exc
-        if app_id == 0 and tables == 0 and not self.readonly:
-            self._create()
-        elif app_id != APPLICATION_ID:
+        header = open_header(self._conn, self.path, readonly=self.readonly, synchronous="NORMAL")
+        if header.empty and not self.readonly:
+            create_schema(
+                self._conn,
+                SCHEMA,
+                application_id=APPLICATION_ID,
+                version=SCHEMA_VERSION,
+                meta=[("genesis_hash", self.genesis.genesis_hash)],
+            )
+        elif header.application_id != APPLICATION_ID:
             raise CorruptStore(f"{self.path} is not a BELEP state database")
-        elif version != SCHEMA_VERSION:
+        elif header.version != SCHEMA_VERSION:
             raise StorageError(
-                f"{self.path} has schema version {version}; this BELEP reads {SCHEMA_VERSION}"
+                f"{self.path} has schema version {header.version};"
+                f" this BELEP reads {SCHEMA_VERSION}"
             )
         rows = self._query("read meta", "SELECT value FROM meta WHERE key = 'genesis_hash'")
         stored = rows[0][0] if rows else None
@@ -150,35 +130,17 @@ class StateDatabase:
                 where=str(self.path),
             )
 
-    def _create(self) -> None:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('genesis_hash', ?)",
-                (self.genesis.genesis_hash,),
-            )
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise _wrap(exc, f"cannot create {self.path}") from exc
-
     def _query(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise _wrap(exc, what) from exc
+            raise wrap(exc, what) from exc
 
     def close(self) -> None:
         try:
             self._conn.close()
         except sqlite3.Error as exc:
-            raise _wrap(exc, "close") from exc
+            raise wrap(exc, "close") from exc
 
     def __enter__(self) -> StateDatabase:
         return self
@@ -253,7 +215,7 @@ class StateDatabase:
         except sqlite3.Error as exc:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise _wrap(exc, "commit executed blocks") from exc
+            raise wrap(exc, "commit executed blocks") from exc
         self._pending.clear()
         self._staged.clear()
 
@@ -326,4 +288,4 @@ class StateDatabase:
         except sqlite3.Error as exc:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise _wrap(exc, "clear the state database") from exc
+            raise wrap(exc, "clear the state database") from exc

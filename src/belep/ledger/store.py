@@ -63,6 +63,7 @@ from belep.ledger.block import (
 from belep.ledger.certificate import check_block_certificate, check_names_block
 from belep.ledger.genesis import Committee, Genesis
 from belep.ledger.merkle import InclusionProof, hash_leaf, inclusion_proof
+from belep.ledger.sqlite import connect, create_schema, open_header, wrap
 from belep.ledger.verify import StoredBlock, StoredTx, check_extends, check_tx_root
 
 #: ``PRAGMA application_id`` of a BELEP chain database ("BLEP").
@@ -122,13 +123,6 @@ class TxInclusion:
         self.proof.verify(hash_leaf(self.record.tx.payload), self.header.tx_root)
 
 
-def _wrap(exc: sqlite3.Error, what: str) -> StorageError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return CorruptStore(f"{what}: the database file is damaged ({exc})")
-    return StorageError(f"{what}: {exc}")
-
-
 def _blob(value: object, what: str) -> bytes:
     if not isinstance(value, bytes):
         raise CorruptStore(f"stored {what} is {type(value).__name__}, not bytes")
@@ -175,18 +169,7 @@ class BlockStore:
         """
         if readonly and not path.is_file():
             raise NotFound(f"chain database {path}")
-        try:
-            if readonly:
-                conn = sqlite3.connect(
-                    f"{path.resolve().as_uri()}?mode=ro",
-                    uri=True,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            else:
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise _wrap(exc, f"cannot open {path}") from exc
+        conn = connect(path, readonly=readonly)
         store = cls(conn, path, genesis, readonly)
         try:
             store._setup()
@@ -196,28 +179,27 @@ class BlockStore:
         return store
 
     def _setup(self) -> None:
-        conn = self._conn
-        try:
-            conn.execute("PRAGMA busy_timeout = 10000")
-            if not self.readonly:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode != "wal":
-                    raise StorageError(f"cannot switch {self.path} to WAL mode (got {mode!r})")
-                conn.execute("PRAGMA synchronous = FULL")
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise _wrap(exc, f"cannot open {self.path}") from exc
-        if app_id == 0 and version == 0 and tables == 0:
+        header = open_header(self._conn, self.path, readonly=self.readonly, synchronous="FULL")
+        if header.empty:
             if self.readonly:
                 raise NotFound(f"chain database {self.path} (empty file)")
-            self._create()
-        elif app_id != APPLICATION_ID:
+            create_schema(
+                self._conn,
+                SCHEMA,
+                application_id=APPLICATION_ID,
+                version=SCHEMA_VERSION,
+                meta=[
+                    ("domain", self.genesis.domain.encode()),
+                    ("genesis_hash", self.genesis.genesis_hash),
+                    ("genesis", self.genesis.encode()),
+                ],
+            )
+        elif header.application_id != APPLICATION_ID:
             raise CorruptStore(f"{self.path} is not a BELEP chain database")
-        elif version != SCHEMA_VERSION:
+        elif header.version != SCHEMA_VERSION:
             raise StorageError(
-                f"{self.path} has schema version {version}; this BELEP reads {SCHEMA_VERSION}"
+                f"{self.path} has schema version {header.version};"
+                f" this BELEP reads {SCHEMA_VERSION}"
             )
         stored = self.stored_genesis_hash()
         if stored != self.genesis.genesis_hash:
@@ -228,21 +210,6 @@ class BlockStore:
                 where=str(self.path),
             )
 
-    def _create(self) -> None:
-        with self._write("create schema") as conn:
-            for statement in SCHEMA:
-                conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
-                    ("domain", self.genesis.domain.encode()),
-                    ("genesis_hash", self.genesis.genesis_hash),
-                    ("genesis", self.genesis.encode()),
-                ],
-            )
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
     def checkpoint(self) -> None:
         """Fold the WAL into the main database file (``PRAGMA wal_checkpoint(TRUNCATE)``)."""
         self._query("checkpoint", "PRAGMA wal_checkpoint(TRUNCATE)")
@@ -252,7 +219,7 @@ class BlockStore:
         try:
             self._conn.close()
         except sqlite3.Error as exc:
-            raise _wrap(exc, "close") from exc
+            raise wrap(exc, "close") from exc
 
     def __enter__(self) -> BlockStore:
         return self
@@ -273,7 +240,7 @@ class BlockStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _wrap(exc, what) from exc
+            raise wrap(exc, what) from exc
         try:
             yield conn
             conn.execute("COMMIT")
@@ -281,14 +248,14 @@ class BlockStore:
             with suppress(sqlite3.Error):  # the transaction may be gone already (failed COMMIT)
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise _wrap(exc, what) from exc
+                raise wrap(exc, what) from exc
             raise
 
     def _query(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise _wrap(exc, what) from exc
+            raise wrap(exc, what) from exc
 
     # ----------------------------------------------------------------------
     # Writing
@@ -354,7 +321,7 @@ class BlockStore:
         try:
             return self._tip_in(self._conn)
         except sqlite3.Error as exc:
-            raise _wrap(exc, "read tip") from exc
+            raise wrap(exc, "read tip") from exc
 
     def stored_genesis_hash(self) -> bytes:
         rows = self._query("read meta", "SELECT value FROM meta WHERE key = 'genesis_hash'")
