@@ -138,3 +138,30 @@ def test_bench_sim_reports_blocks_per_wall_second() -> None:
     assert row["committed_blocks"] > 0
     assert row["blocks_per_wall_s"] > 0
     assert out["reference_ed25519_verify_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read the schedule file"), ("{x", "the schedule file is not JSON")],
+    ids=["missing", "not-json"],
+)
+def test_a_bad_schedule_file_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "schedule.json"
+    if content is not None:
+        path.write_text(content)
+    result = runner.invoke(app, ["sim", "--protocol", "raft", "--schedule", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_node_refuses_an_unknown_log_level_before_starting(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["node", "--config", str(tmp_path / "n.toml"), "--log-level", "loud"]
+    )
+    assert result.exit_code == 2
+    assert "loud" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

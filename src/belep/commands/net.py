@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,15 @@ from belep.errors import BelepError
 
 if TYPE_CHECKING:
     from belep.deploy.launcher import NodeProcess
+
+
+class LogLevel(enum.StrEnum):
+    """The log levels ``belep node`` accepts (typer lists them and refuses others)."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 class _UpConsole:
@@ -110,8 +120,8 @@ def register(app: typer.Typer) -> None:
     def node_command(
         config: Annotated[Path, typer.Option("--config", help="The node's node.toml.")],
         log_level: Annotated[
-            str, typer.Option("--log-level", help="debug, info, warning.")
-        ] = "info",
+            LogLevel, typer.Option("--log-level", help="How much the node logs.")
+        ] = LogLevel.info,
     ) -> None:
         """Run one node until SIGTERM or Ctrl-C (JSON logs on stderr)."""
         import asyncio
@@ -121,7 +131,7 @@ def register(app: typer.Typer) -> None:
         from belep.node.runtime import run_node
 
         console = Console(stderr=True)
-        configure_logging(config.parent.name, log_level)
+        configure_logging(config.parent.name, log_level.value)
         try:
             status = asyncio.run(run_node(config, start_http))
         except BelepError as exc:

@@ -51,6 +51,21 @@ def _parse_faults(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def _read_schedule(path: Path) -> object:
+    """The JSON of a ``--schedule`` file; :class:`ConfigError` if unreadable or not JSON."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read the schedule file: {reason}", where=str(path)) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"the schedule file is not JSON: {exc.msg}", where=f"{path}:{exc.lineno}"
+        ) from exc
+
+
 def _replay_command(
     params: SimParams, seed: int, schedule_file: str | None, scenario: str | None
 ) -> str:
@@ -186,7 +201,7 @@ def sim(
         )
         fixed = None
         if schedule_file is not None:
-            fixed = schedule_from_json(json.loads(schedule_file.read_text()))
+            fixed = schedule_from_json(_read_schedule(schedule_file))
         results = []
         for seed in range(first_seed, first_seed + seeds):
             seeded = replace(params, seed=seed)
