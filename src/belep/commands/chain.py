@@ -188,8 +188,10 @@ def verify_command(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Walk whole chains: hash links, heights, Merkle roots, certificates, signatures,
-    configuration changes, and state roots by executing every block again."""
+    """Walk whole chains: links, Merkle roots, certificates, configuration, state roots.
+
+    Every block is executed again with the BELEP application (--no-execute skips it).
+    """
     checkpoint = _parse_checkpoint(expect_block)
     directories = _domains(data_dir, domain)
     console = Console(stderr=True)
