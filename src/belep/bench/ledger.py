@@ -11,7 +11,13 @@ real Ed25519 signatures, and measures, in the same run and on the same disk:
   transaction per block, same ``journal_mode=WAL`` and ``synchronous=FULL``
   — the floor SQLite itself sets;
 * **verify**: :func:`verify_chain` over the stored chain (every hash, every
-  Merkle root, every certificate signature checked once).
+  Merkle root, every certificate signature checked once);
+* **verify + execute**: the same walk executing every block again with the
+  BELEP application and checking every state root (what ``belep chain
+  verify`` does by default). The benchmark's payloads are CBOR records, not
+  signed envelopes, so the application rejects each one after a parse: this
+  is the walk's own cost of execution, not of the evidence application's
+  rules.
 
 Block building and signing are timed separately (that is consensus's cost,
 not the ledger's). Append and raw inserts alternate block by block, so both
@@ -51,9 +57,11 @@ class LedgerBenchResult:
     append_s: float
     raw_s: float
     verify_s: float
+    verify_execute_s: float
     append_tx_per_s: float
     raw_tx_per_s: float
     verify_tx_per_s: float
+    verify_execute_tx_per_s: float
     append_blocks_per_s: float
     append_vs_raw: float
     verify_vs_raw: float
@@ -177,6 +185,9 @@ def run_ledger_bench(
             on_block=(lambda h: on_progress("verify", h)) if on_progress else None,
         )
         verify_s = time.perf_counter() - started
+        started = time.perf_counter()
+        executed = verify_chain(reader, genesis, application=BelepApplication())
+        verify_execute_s = time.perf_counter() - started
     total = blocks * txs
     raw_rate = total / raw_s if raw_s else 0.0
     return LedgerBenchResult(
@@ -188,13 +199,15 @@ def run_ledger_bench(
         append_s=round(append_s, 3),
         raw_s=round(raw_s, 3),
         verify_s=round(verify_s, 3),
+        verify_execute_s=round(verify_execute_s, 3),
         append_tx_per_s=round(total / append_s),
         raw_tx_per_s=round(raw_rate),
         verify_tx_per_s=round(total / verify_s),
+        verify_execute_tx_per_s=round(total / verify_execute_s),
         append_blocks_per_s=round(blocks / append_s, 1),
         append_vs_raw=round((total / append_s) / raw_rate, 3) if raw_rate else 0.0,
         verify_vs_raw=round((total / verify_s) / raw_rate, 3) if raw_rate else 0.0,
         db_bytes=db_bytes,
-        verified=report.ok and report.blocks == blocks,
+        verified=report.ok and report.blocks == blocks and executed.ok,
         machine=machine_info(),
     )

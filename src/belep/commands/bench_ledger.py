@@ -88,6 +88,7 @@ def register(bench_app: typer.Typer) -> None:
             )
             table.add_row("BELEP append", f"{result.append_tx_per_s:,}", f"{result.append_vs_raw:.2f}", f"{result.append_s}")  # fmt: skip
             table.add_row("BELEP verify", f"{result.verify_tx_per_s:,}", f"{result.verify_vs_raw:.2f}", f"{result.verify_s}")  # fmt: skip
+            table.add_row("BELEP verify + execute", f"{result.verify_execute_tx_per_s:,}", "", f"{result.verify_execute_s}")  # fmt: skip
             Console().print(table)
             Console().print(
                 f"{m['nproc']} x {m['cpu']}, Python {m['python']}, SQLite {m['sqlite']}, {m['date']}; "
