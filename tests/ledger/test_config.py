@@ -460,3 +460,12 @@ def test_chain_verify_cli_follows_hpbft_seats(
         assert report["chains"][0]["blocks"] == 3
     else:
         assert report["chains"][0]["finding"]["height"] == 3
+
+
+def test_revive_decisions_are_not_the_carrying_chains_own_change() -> None:
+    decision = ReviveChild(DOMAIN, Epoch(0), (n0, n1, s0, s1), (n2, n3))
+    other = ReviveChild(DomainId("station-8"), Epoch(0), (n0,), ())
+    (block,) = chain_of((signed(decision, s0), signed(other, s1)))
+    assert find_config_tx(block, keys=KEYS) is None  # two decisions: no change of this chain
+    pbft = genesis_history(DOMAIN, SEATS, STANDBYS, keys=KEYS, reconfigurable=False)
+    assert pbft.after_block(block) is pbft  # a parent's chain carries them without a change

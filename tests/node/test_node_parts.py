@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from belep.app.anchors import ANCHOR_KIND, anchors_in, read_anchor
 from belep.app.machine import BelepApplication
+from belep.app.policy import transaction_policy
 from belep.crypto import PrivateKey
 from belep.deploy.provision import provision
 from belep.deploy.topology import demo_topology, demo_topology_text
@@ -16,7 +18,7 @@ from belep.errors import ConfigError, ValidationError
 from belep.ledger.block import Digest, DomainId, Height, NodeId, Transaction, make_block
 from belep.ledger.builder import ChainBuilder, make_genesis
 from belep.ledger.envelope import EnvelopeValidator, parse_envelope, sign_envelope
-from belep.node.anchoring import ANCHOR_KIND, Anchorer, anchor_policy, anchors_in, read_anchor
+from belep.node.anchoring import Anchorer
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
 from belep.node.config import AnchorPolicy, parse_node_config, render_node_config
@@ -108,7 +110,7 @@ def test_anchorer_takes_turns_and_stops_once_anchored() -> None:
 
 
 def test_anchor_policy_accepts_only_voters() -> None:
-    policy = anchor_policy({NodeId("v1"): KEYS[NodeId("v1")].public_key})
+    policy = transaction_policy({NodeId("v1"): KEYS[NodeId("v1")].public_key})
     body = {"domain": "c", "height": 1, "block_hash": bytes(32)}
     good = sign_envelope(KEYS[NodeId("v1")], ANCHOR_KIND, body, timestamp_ms=1)
     stranger = sign_envelope(KEYS[NodeId("v2")], ANCHOR_KIND, body, timestamp_ms=1)

@@ -2,8 +2,8 @@
 
 Owns the ``anchor`` transaction (``docs/spec/node.md`` §Anchoring): an
 envelope of kind :data:`ANCHOR_KIND` with the body ``{domain, height,
-block_hash}`` — the child domain, a height of its chain and the hash of its
-block there — signed by a voter of the parent domain. :func:`read_anchor`
+block_hash}`` — the child domain (a valid domain id), a height of its chain
+and the hash of its block there — signed by a voter of the parent domain. :func:`read_anchor`
 parses one strictly; :func:`anchors_in` finds them in a block.
 
 Pure: no I/O.
@@ -17,6 +17,7 @@ from belep.encoding import Value, encode
 from belep.errors import ValidationError
 from belep.ledger.block import HASH_SIZE, Block, Digest, DomainId
 from belep.ledger.envelope import Envelope, parse_envelope
+from belep.ledger.genesis import is_valid_id
 
 __all__ = ["ANCHOR_KIND", "AnchorRecord", "anchor_body", "anchors_in", "read_anchor"]
 
@@ -46,7 +47,9 @@ def read_anchor(envelope: Envelope) -> AnchorRecord | None:
     if set(body) != {"domain", "height", "block_hash"}:
         return None
     domain, height, block_hash = body["domain"], body["height"], body["block_hash"]
-    if not isinstance(domain, str) or type(height) is not int or height < 1:
+    if not isinstance(domain, str) or not is_valid_id(domain):
+        return None
+    if type(height) is not int or not 1 <= height < 1 << 63:
         return None
     if not isinstance(block_hash, bytes) or len(block_hash) != HASH_SIZE:
         return None

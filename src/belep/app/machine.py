@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from belep.app.anchors import ANCHOR_KIND, read_anchor
 from belep.encoding import decode, encode, expect_bytes, expect_int, expect_list
-from belep.errors import ValidationError
+from belep.errors import SchemaError, ValidationError
 from belep.ledger.block import Transaction
 from belep.ledger.config_tx import CONFIG_KINDS
 from belep.ledger.envelope import parse_envelope
@@ -46,6 +46,14 @@ ANCHOR_CONFLICTS = TxResult("anchor-conflicts")
 def anchor_key(child: str) -> bytes:
     """The state key of the last accepted anchor of ``child``."""
     return b"anchor/" + child.encode()
+
+
+def _anchored(stored: bytes) -> tuple[int, bytes]:
+    """The ``[height, block hash]`` this application stored for a child."""
+    items = expect_list(decode(stored), "anchor state")
+    if len(items) != 2:
+        raise SchemaError("anchor state must be [height, block hash]", found=len(items))
+    return expect_int(items[0], "anchored height"), expect_bytes(items[1], "anchored block hash")
 
 
 class BelepApplication:
@@ -69,9 +77,7 @@ class BelepApplication:
             key = anchor_key(record.domain)
             stored = state.get(key)
             if stored is not None:
-                items = expect_list(decode(stored), "anchor state")
-                height = expect_int(items[0], "anchored height")
-                block_hash = expect_bytes(items[1], "anchored block hash")
+                height, block_hash = _anchored(stored)
                 if record.height < height:
                     return ANCHOR_NOT_NEWER, {}
                 if record.height == height:

@@ -63,7 +63,7 @@ from belep.ledger.config_tx import (
     SubstituteSeat,
     decode_config_tx,
     find_config_tx,
-    is_config_payload,
+    is_own_config_payload,
 )
 
 __all__ = ["HpbftNormalCase"]
@@ -276,7 +276,7 @@ class HpbftNormalCase(HpbftCore):
                 "configuration transaction not allowed here", found=type(change).__name__
             )
         for tx in block.transactions:
-            if not is_config_payload(tx.payload) and not self.config.validate_transaction(tx):
+            if not is_own_config_payload(tx.payload) and not self.config.validate_transaction(tx):
                 raise ProtocolViolation("block carries an invalid transaction", found=tx.tx_hash)
 
     def _expected_revival_record(self, height: Height) -> RevivalRecord | None:

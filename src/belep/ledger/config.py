@@ -206,8 +206,8 @@ class ConfigHistory:
         the revived epoch began (its parent proof must have been verified).
         """
         change = find_config_tx(block, keys=self.keys or None)
-        if change is None or isinstance(change, ReviveChild):
-            return self  # a revive-child is a decision about a child, not about this domain
+        if change is None:
+            return self
         if not self.reconfigurable:
             raise ChainError(
                 "configuration change in a domain whose committee never changes",

@@ -16,8 +16,10 @@ Owns the three configuration changes of ``docs/spec/ledger.md`` §Configuration
 envelope ``kind`` names the change (:data:`CONFIG_KINDS`), its ``body`` holds
 the change's fields, and it is signed by the node that put it in a block —
 the block's proposer for ``substitute-seat`` and ``revival``, a voter of the
-committing (parent) domain for ``revive-child``. :func:`find_config_tx`
-checks that authorship when given the members' keys. There is one framing for
+committing (parent) domain for ``revive-child`` (that domain's transaction
+policy checks it before ordering, the child again when it verifies the
+order). :func:`find_config_tx` checks the proposer's signature on the
+chain's own changes when given the members' keys. There is one framing for
 every transaction on every chain; nothing on chain is unsigned.
 
 Invariants: :func:`decode_config_tx` accepts exactly the payloads
@@ -75,6 +77,7 @@ __all__ = [
     "decode_config_tx",
     "find_config_tx",
     "is_config_payload",
+    "is_own_config_payload",
     "read_config_tx",
     "revive_order_from_block",
 ]
@@ -87,6 +90,9 @@ REVIVE_CHILD_KIND = "revive-child"
 REVIVAL_KIND = "revival"
 #: Envelope kinds of configuration transactions.
 CONFIG_KINDS = frozenset({SUBSTITUTE_KIND, REVIVE_CHILD_KIND, REVIVAL_KIND})
+#: The kinds that change the configuration of the chain that carries them (a revive-child is a
+#: decision about another domain, the child).
+OWN_CONFIG_KINDS = frozenset({SUBSTITUTE_KIND, REVIVAL_KIND})
 #: Canonical bytes of ``"kind": <config kind>`` inside an envelope: a payload holding none of
 #: them is not a configuration transaction (a quick filter before a full parse).
 _KIND_MARKS = tuple(encode("kind") + encode(kind) for kind in sorted(CONFIG_KINDS))
@@ -404,31 +410,37 @@ def _check_author(envelope: Envelope, allowed: frozenset[PublicKey], who: str) -
 
 def find_config_tx(
     block: Block, *, keys: Mapping[NodeId, PublicKey] | None = None
-) -> ConfigTx | None:
-    """The block's configuration transaction, if any; raises if it carries more than one.
+) -> SubstituteSeat | RevivalRecord | None:
+    """The block's own configuration change (``substitute-seat`` or ``revival``), if any;
+    raises if it carries more than one.
 
-    With ``keys`` (every member and observer of the domain), also checks who
-    signed it: the block's proposer for a ``substitute-seat`` or ``revival``,
-    any of ``keys`` for a ``revive-child`` (a decision the domain commits
-    about a child).
+    A ``revive-child`` is not one: it changes the child, which checks it
+    (:meth:`ReviveOrder.verify`). With ``keys`` (every member and observer of
+    the domain), also checks that the block's proposer signed the change.
     """
-    found: tuple[ConfigTx, Envelope] | None = None
+    found: tuple[SubstituteSeat | RevivalRecord, Envelope] | None = None
     for tx in block.transactions:
-        if is_config_payload(tx.payload):
-            if found is not None:
-                raise ChainError(
-                    "block carries more than one configuration transaction",
-                    where=f"height {block.height}",
-                )
-            found = read_config_tx(tx.payload)
+        if not is_config_payload(tx.payload):
+            continue
+        change, envelope = read_config_tx(tx.payload)
+        if isinstance(change, ReviveChild):
+            continue
+        if found is not None:
+            raise ChainError(
+                "block carries more than one configuration change",
+                where=f"height {block.height}",
+            )
+        found = (change, envelope)
     if found is None:
         return None
     change, envelope = found
     if keys is not None:
-        if isinstance(change, ReviveChild):
-            _check_author(envelope, frozenset(keys.values()), "a member of the domain")
-        else:
-            proposer = keys.get(block.header.proposer)
-            allowed = frozenset() if proposer is None else frozenset({proposer})
-            _check_author(envelope, allowed, f"the block's proposer {block.header.proposer}")
+        proposer = keys.get(block.header.proposer)
+        allowed = frozenset() if proposer is None else frozenset({proposer})
+        _check_author(envelope, allowed, f"the block's proposer {block.header.proposer}")
     return change
+
+
+def is_own_config_payload(payload: bytes) -> bool:
+    """True if ``payload`` changes the configuration of the chain carrying it."""
+    return is_config_payload(payload) and parse_envelope(payload).kind in OWN_CONFIG_KINDS

@@ -44,7 +44,7 @@ from typing import Protocol
 
 from belep.crypto import sha256
 from belep.encoding import Value, encode
-from belep.errors import ChainError, ValidationError
+from belep.errors import ChainError, EnvironmentFault
 from belep.ledger.block import (
     ZERO_HASH,
     Block,
@@ -158,8 +158,9 @@ class Application(Protocol):
         """The result of ``tx`` on ``state`` and, if accepted, its writes.
 
         Must not raise for bad input: a transaction that breaks a rule is a
-        rejected result. (A :class:`~belep.errors.ValidationError` that escapes
-        is recorded as the rejection ``invalid``.)
+        rejected result. (An exception that escapes, but an environment fault,
+        is recorded as the rejection ``invalid``, as are writes beyond the size
+        limits.)
         """
         ...
 
@@ -192,12 +193,13 @@ class Overlay:
         return self._base.get(key)
 
     def update(self, writes: Writes) -> None:
+        """Add ``writes`` (all or none: :class:`ChainError` if one is out of bounds)."""
         for key, value in writes.items():
             if not isinstance(key, bytes) or len(key) > MAX_KEY_SIZE:
                 raise ChainError("state key must be bytes of at most 1 KiB", found=repr(key)[:80])
             if value is not None and (not isinstance(value, bytes) or len(value) > MAX_VALUE_SIZE):
                 raise ChainError("state value must be bytes of at most 1 MiB or None")
-            self._writes[key] = value
+        self._writes.update(writes)
 
     def writes(self) -> tuple[tuple[bytes, bytes | None], ...]:
         """The pending writes, sorted by key."""
@@ -267,6 +269,31 @@ def compute_state_root(
     )
 
 
+INVALID = TxResult("invalid")
+
+
+def _apply_one(
+    application: Application, overlay: Overlay, tx: Transaction, context: BlockContext
+) -> TxResult:
+    """One transaction's result; its writes join ``overlay`` if it is accepted.
+
+    A rule that breaks — any exception of the application but an environment
+    fault (a state store that cannot be read), or writes beyond the size
+    limits — is the rejection ``invalid`` and changes nothing: the same on
+    every node, so one odd transaction can never halt the chain.
+    """
+    try:
+        result, writes = application.apply_transaction(overlay, tx, context)
+        if result.accepted:
+            overlay.update(writes)
+    except EnvironmentFault:
+        raise
+    except Exception:
+        # A rule that breaks breaks the same way on every node: a rejection, not a halt.
+        return INVALID
+    return result
+
+
 def apply_block(
     application: Application, state: ExecutionState, block: Block
 ) -> tuple[ExecutionState, BlockExecution]:
@@ -287,13 +314,7 @@ def apply_block(
     overlay = Overlay(state.view)
     results: list[TxResult] = []
     for tx in block.transactions:
-        try:
-            result, writes = application.apply_transaction(overlay, tx, context)
-        except ValidationError:
-            result, writes = TxResult("invalid"), {}
-        if result.accepted:
-            overlay.update(writes)
-        results.append(result)
+        results.append(_apply_one(application, overlay, tx, context))
     tx_hashes = tuple(tx.tx_hash for tx in block.transactions)
     final = tuple(results)
     changes = overlay.writes()
@@ -341,6 +362,14 @@ def check_state_root(
         and header.view > parent_view
     ):
         return
+    if root == ZERO_HASH:
+        raise ChainError(
+            "block carries no state root (written before execution after ordering, or by a"
+            " faulty proposer)",
+            expected=expected,
+            found=root,
+            where=f"height {header.height}",
+        )
     raise ChainError(
         "state root does not match the execution of the blocks below",
         expected=expected,

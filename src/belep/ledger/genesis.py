@@ -83,9 +83,14 @@ _FIELDS = frozenset(
 )
 
 
+def is_valid_id(value: str) -> bool:
+    """Is ``value`` a valid domain or node id (``[A-Za-z0-9._-]{1,64}``, not ``.``/``..``)?"""
+    return bool(_ID_PATTERN.fullmatch(value)) and value not in {".", ".."}
+
+
 def check_id(value: str, what: str) -> str:
     """Return ``value`` if it is a valid domain or node id, else raise :class:`ConfigError`."""
-    if not _ID_PATTERN.fullmatch(value) or value in {".", ".."}:
+    if not is_valid_id(value):
         raise ConfigError(
             f"invalid {what}", expected="1..64 characters of [A-Za-z0-9._-]", found=value
         )

@@ -14,8 +14,8 @@ Owns :class:`Anchorer`, the node-side driver of the ``anchor`` transaction
   intervals if no anchor has committed meanwhile — so normally one anchor
   is committed per round, and any single live voter still anchors.
 
-The parent domain's transaction policy (:func:`anchor_policy`) accepts an
-``anchor`` only from one of its voters and only with a well-formed body.
+The parent domain's transaction policy (:func:`belep.app.policy.transaction_policy`)
+accepts an ``anchor`` only from one of its voters and only with a well-formed body.
 
 The decisions are pure given ``now_ms``; submission goes through the parent
 host like any client transaction.
@@ -27,29 +27,17 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from belep.app.anchors import ANCHOR_KIND, anchor_body, anchors_in, read_anchor
-from belep.crypto import PrivateKey, PublicKey
+from belep.app.anchors import ANCHOR_KIND, anchor_body, anchors_in
+from belep.crypto import PrivateKey
 from belep.ledger.block import Block, Digest, DomainId, NodeId, Transaction
-from belep.ledger.envelope import Envelope, sign_envelope
+from belep.ledger.envelope import sign_envelope
 from belep.node.config import AnchorPolicy
 
-__all__ = ["ANCHOR_KIND", "Anchorer", "anchor_policy", "read_anchor"]
+__all__ = ["Anchorer"]
 
 log = logging.getLogger("belep.node.anchoring")
 
 MIN_STAGGER_MS = 500
-
-
-def anchor_policy(voters: Mapping[NodeId, PublicKey]) -> Callable[[Envelope], bool]:
-    """Domain policy: an ``anchor`` must be well formed and signed by one of ``voters``."""
-    keys = frozenset(voters.values())
-
-    def policy(envelope: Envelope) -> bool:
-        if envelope.kind != ANCHOR_KIND:
-            return True
-        return envelope.author in keys and read_anchor(envelope) is not None
-
-    return policy
 
 
 @dataclass(slots=True)

@@ -223,10 +223,16 @@ class DomainHost:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def catch_up(self) -> None:
+        """Execute the stored blocks the state database lacks (blocking: the node runs it
+        in a worker thread before :meth:`start`)."""
+        if self._executor is None:
+            self._executor = self._catch_up_execution()
+
     def start(self) -> None:
-        """Execute the stored blocks the state lacks, build the replica from the persisted
-        state, tell it where execution stands, and start its loop."""
-        self._executor = self._catch_up_execution()
+        """Build the replica from the persisted state (after :meth:`catch_up`, run here if
+        it was not), tell it where execution stands, and start its loop."""
+        self.catch_up()
         persisted = self._state.load()
         self._replica = self._factory(self.config, persisted)
         outbox: list[tuple[NodeId, bytes]] = []
@@ -296,13 +302,23 @@ class DomainHost:
             ) from exc
 
     def _report_executed(self, height: int) -> None:
-        """Tell the replica the state root after ``height``, before any other queued event."""
+        """Tell the replica the state root after ``height``, before any other queued event.
+
+        The executor holds the latest (no read); an older height (a block the
+        replica delivers again after a restart) is read from the state database.
+        """
         if height < 1:
             return
-        record = self._execution.record(height)
-        if record is not None:
-            self._events.appendleft(Executed(record.height, record.block_hash, record.state_root))
-            self._wake.set()
+        executor = self._executor
+        if executor is not None and height == executor.height:
+            event = Executed(executor.height, executor.block_hash, executor.root)
+        else:
+            record = self._execution.record(height)
+            if record is None:
+                return
+            event = Executed(record.height, record.block_hash, record.state_root)
+        self._events.appendleft(event)
+        self._wake.set()
 
     async def stop(self) -> None:
         """Stop handling events; flush what the last round staged; cancel timers."""

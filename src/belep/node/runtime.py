@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Protocol
 
 from belep.app.machine import BelepApplication
+from belep.app.policy import transaction_policy
 from belep.consensus.types import ReplicaConfig
 from belep.content.blockstore import Blockstore
 from belep.crypto import PublicKey
@@ -62,7 +63,7 @@ from belep.ledger.state_store import STATE_DB, StateDatabase
 from belep.ledger.store import BlockStore
 from belep.net import PeerAddress, Transport, TransportConfig
 from belep.node.admission import AdmissionPolicy
-from belep.node.anchoring import Anchorer, anchor_policy
+from belep.node.anchoring import Anchorer
 from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
 from belep.node.config import NodeConfig, read_node_config
@@ -186,7 +187,7 @@ class Node:
                 if node != self.node_id:
                     peers[node] = key
             voter_keys = {m.node_id: m.key for m in genesis.voters}
-            validator = EnvelopeValidator(policy=anchor_policy(voter_keys))
+            validator = EnvelopeValidator(policy=transaction_policy(voter_keys))
             tuning = config.tuning[domain]
             replica_config = ReplicaConfig(
                 node_id=self.node_id,
@@ -312,6 +313,8 @@ class Node:
         await self.transport.start()
         if self._serve is not None:
             self.http = await self._serve(self)
+        # Executing stored blocks the state lacks may take long: off the event loop.
+        await asyncio.gather(*(asyncio.to_thread(h.catch_up) for h in self.hosts.values()))
         for host in self.hosts.values():
             host.start()
         loop = asyncio.get_running_loop()
