@@ -263,3 +263,17 @@ def test_reads_detect_changed_bytes(tmp_path: Path, build_chain: ChainFactory, s
 
 def qc_bytes(qc: QuorumCertificate) -> bytes:
     return encode(qc.to_wire())
+
+
+def test_locate_transactions_finds_each_first_occurrence_in_one_pass(
+    build_chain: ChainFactory,
+) -> None:
+    store, _ = build_chain(blocks=3, txs=300)
+    wanted = [tx.tx_hash for h in (1, 3) for tx in store.get_block(h).transactions]
+    absent = [bytes([i]) * 32 for i in range(5)]
+    found = store.locate_transactions([*wanted, *absent, wanted[0]])
+    assert set(found) == set(wanted)  # 600 hashes: two chunks of the query
+    first = store.get_block(3).transactions[7].tx_hash
+    location = found[first]
+    assert (location.height, location.index) == (3, 7)
+    assert location.block_hash == store.get_header(3).block_hash

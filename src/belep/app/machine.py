@@ -28,12 +28,14 @@ Pure: no I/O, no clock (the block's timestamp is the time), no randomness.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from belep.app.anchors import ANCHOR_KIND, read_anchor
 from belep.encoding import decode, encode, expect_bytes, expect_int, expect_list
 from belep.errors import SchemaError, ValidationError
 from belep.ledger.block import Transaction
 from belep.ledger.config_tx import CONFIG_KINDS
-from belep.ledger.envelope import parse_envelope
+from belep.ledger.envelope import Envelope, parse_envelope
 from belep.ledger.execution import ACCEPTED, BlockContext, StateView, TxResult, Writes
 
 __all__ = ["BelepApplication", "anchor_key"]
@@ -41,6 +43,10 @@ __all__ = ["BelepApplication", "anchor_key"]
 MALFORMED = TxResult("malformed")
 ANCHOR_NOT_NEWER = TxResult("anchor-not-newer")
 ANCHOR_CONFLICTS = TxResult("anchor-conflicts")
+
+
+def _parse_payload(tx: Transaction) -> Envelope:
+    return parse_envelope(tx.payload)
 
 
 def anchor_key(child: str) -> bytes:
@@ -57,15 +63,24 @@ def _anchored(stored: bytes) -> tuple[int, bytes]:
 
 
 class BelepApplication:
-    """The rules every BELEP node executes (see the module docstring)."""
+    """The rules every BELEP node executes (see the module docstring).
 
-    __slots__ = ()
+    ``parse`` turns a transaction into its envelope: by default
+    :func:`~belep.ledger.envelope.parse_envelope`; a node passes one that
+    reuses the envelope it parsed when it validated the transaction (the
+    same bytes give the same envelope, so the outcome is the same).
+    """
+
+    __slots__ = ("_parse",)
+
+    def __init__(self, parse: Callable[[Transaction], Envelope] | None = None) -> None:
+        self._parse = parse or _parse_payload
 
     def apply_transaction(
         self, state: StateView, tx: Transaction, context: BlockContext
     ) -> tuple[TxResult, Writes]:
         try:
-            envelope = parse_envelope(tx.payload)
+            envelope = self._parse(tx)
         except ValidationError:
             return MALFORMED, {}
         if envelope.kind in CONFIG_KINDS:

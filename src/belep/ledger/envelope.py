@@ -207,17 +207,24 @@ class EnvelopeValidator:
 
     ``policy`` (optional, pure) adds a rule on the parsed envelope, e.g. "an
     ``anchor`` must be authored by a voter of this domain". The outcome for a
-    hash is cached in a bounded LRU (``capacity`` hashes).
+    hash is cached in a bounded LRU (``capacity`` hashes). ``on_parsed`` is
+    told every envelope parsed, by transaction hash (the node keeps the latest
+    for execution, which would otherwise parse each one again).
     """
 
-    __slots__ = ("_cache", "_capacity", "_policy", "hits", "verifications")
+    __slots__ = ("_cache", "_capacity", "_on_parsed", "_policy", "hits", "verifications")
 
     def __init__(
-        self, capacity: int = 200_000, policy: Callable[[Envelope], bool] | None = None
+        self,
+        capacity: int = 200_000,
+        policy: Callable[[Envelope], bool] | None = None,
+        *,
+        on_parsed: Callable[[Digest, Envelope], None] | None = None,
     ) -> None:
         self._cache: OrderedDict[Digest, bool] = OrderedDict()
         self._capacity = max(1, capacity)
         self._policy = policy
+        self._on_parsed = on_parsed
         self.hits = 0
         self.verifications = 0
 
@@ -241,6 +248,8 @@ class EnvelopeValidator:
     def check(self, tx: Transaction) -> Envelope:
         """Parse, verify and apply the policy; raise a ValidationError (not cached)."""
         envelope = parse_envelope(tx.payload)
+        if self._on_parsed is not None:
+            self._on_parsed(tx.tx_hash, envelope)
         self.verifications += 1
         envelope.verify()
         if self._policy is not None and not self._policy(envelope):

@@ -36,7 +36,7 @@ from several threads; give each thread its own or serialise access.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +108,25 @@ class TxRecord:
     height: Height
     index: int
     block_hash: Digest
+
+
+@dataclass(frozen=True, slots=True)
+class TxLocation:
+    """Where a stored transaction is (from the index; its payload is not read)."""
+
+    tx_hash: Digest
+    height: Height
+    index: int
+    block_hash: Digest
+
+
+#: Transaction hashes looked up per query by :meth:`BlockStore.locate_transactions`.
+_LOCATE_CHUNK = 500
+_LOCATE_SQL = (
+    "SELECT t.tx_hash, t.height, t.idx, b.block_hash FROM txs AS t"
+    " JOIN blocks AS b ON b.height = t.height"
+    " WHERE t.tx_hash IN ({marks}) ORDER BY t.height, t.idx"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +451,29 @@ class BlockStore:
         return TxRecord(
             tx, Height(_int(height, "height")), index, Digest(_blob(block_hash, "block hash"))
         )
+
+    def locate_transactions(self, tx_hashes: Sequence[bytes]) -> dict[bytes, TxLocation]:
+        """Where each of ``tx_hashes`` is stored (its first occurrence); absent ones are
+        left out. One indexed query per 500 hashes, payloads unread: for "is it on the
+        chain?" (the reads that return a transaction re-check it against its hash)."""
+        found: dict[bytes, TxLocation] = {}
+        unique = list(dict.fromkeys(tx_hashes))
+        for start in range(0, len(unique), _LOCATE_CHUNK):
+            chunk = unique[start : start + _LOCATE_CHUNK]
+            # Only placeholders are joined into the SQL; the hashes are bound parameters.
+            marks = ",".join("?" * len(chunk))
+            sql = _LOCATE_SQL.format(marks=marks)
+            rows = self._query("locate transactions", sql, tuple(chunk))
+            for tx_hash, height, index, block_hash in rows:
+                key = _blob(tx_hash, "transaction hash")
+                if key not in found:
+                    found[key] = TxLocation(
+                        Digest(key),
+                        Height(_int(height, "height")),
+                        _int(index, "index"),
+                        Digest(_blob(block_hash, "block hash")),
+                    )
+        return found
 
     def get_inclusion_proof(self, tx_hash: bytes) -> TxInclusion:
         """A transaction with the header of its block and its Merkle inclusion proof."""

@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from belep.errors import DomainNotHeld, NotFound, StorageError
+from belep.errors import DomainNotHeld, StorageError
 from belep.ledger.block import Block, DomainId, QuorumCertificate
 from belep.ledger.state_store import StateDatabase
-from belep.ledger.store import BlockStore, TxRecord
+from belep.ledger.store import BlockStore, TxLocation
 
 __all__ = ["DEFAULT_WORKERS", "ChainReads"]
 
@@ -108,20 +108,15 @@ class ChainReads:
 
     async def transactions(
         self, domain: DomainId, tx_hashes: Sequence[bytes]
-    ) -> list[TxRecord | None]:
-        """Where each transaction is on the chain (``None``: not committed), in one hop."""
+    ) -> list[TxLocation | None]:
+        """Where each transaction is on the chain (``None``: not committed), in one hop and
+        one indexed query per 500 hashes."""
         if not tx_hashes:
             return []
 
-        def work() -> list[TxRecord | None]:
-            store = self._store(domain)
-            found: list[TxRecord | None] = []
-            for tx_hash in tx_hashes:
-                try:
-                    found.append(store.get_transaction(tx_hash))
-                except NotFound:
-                    found.append(None)
-            return found
+        def work() -> list[TxLocation | None]:
+            found = self._store(domain).locate_transactions(tx_hashes)
+            return [found.get(h) for h in tx_hashes]
 
         return await self._run(work)
 

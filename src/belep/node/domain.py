@@ -526,6 +526,7 @@ class DomainHost:
         tokens: list[int] = []
         delivered: list[tuple[Block, QuorumCertificate]] = []
         handled = 0
+        executed = 0  # deliveries of this round executed so far
         while events and handled < ROUND_EVENTS:
             event = events.popleft()
             if type(event) is _Timer:
@@ -538,6 +539,13 @@ class DomainHost:
             effects = replica.handle(event, now_ms())  # type: ignore[arg-type]
             if effects:
                 self._run_effects(effects, outbox, tokens, delivered)
+            if len(delivered) > executed:
+                # Execute at once (in a worker thread) and tell the replica, so that it can
+                # propose or vote on the next block within this round: its messages leave
+                # with this round's flush, after the blocks are durable.
+                fresh, executed = delivered[executed:], len(delivered)
+                await asyncio.to_thread(self._execute_new, fresh)
+                self._report_executed(fresh[-1][0].height)
         self.rounds += 1
         if delivered or self._state.dirty:
             # The disk work runs in a worker thread: the loop keeps receiving (events queue
@@ -608,17 +616,28 @@ class DomainHost:
         tokens: list[int],
         delivered: list[tuple[Block, QuorumCertificate]],
     ) -> None:
+        self._execute_new(delivered)
         self._write(delivered)
         self._release(outbox, tokens, delivered)
 
-    def _write(self, delivered: list[tuple[Block, QuorumCertificate]]) -> None:
-        """Steps 1 and 2 of a flush: ledger appends and execution, the staged consensus
-        state, then the executed state (derived data: it may lag after a crash)."""
+    def _execute_new(self, delivered: list[tuple[Block, QuorumCertificate]]) -> None:
+        """Execute the delivered blocks not executed yet (their writes are staged in the
+        state database; they reach its file after the blocks reach theirs, :meth:`_write`).
+
+        A block at or below the executed height is one the replica delivers again after a
+        restart; one above the next height is a gap, which the append refuses."""
         executor = self._executor
+        if executor is None:
+            return
+        for block, _certificate in delivered:
+            if block.height == executor.height + 1:
+                self._execute(executor, block)
+
+    def _write(self, delivered: list[tuple[Block, QuorumCertificate]]) -> None:
+        """Steps 1 and 2 of a flush: ledger appends, the staged consensus state, then the
+        executed state (derived data: it may lag the chain after a crash, never lead it)."""
         for block, certificate in delivered:
             self._append(block, certificate)
-            if executor is not None and block.height == executor.height + 1:
-                self._execute(executor, block)
         self._state.commit()
         self._execution.commit()
 
@@ -641,8 +660,6 @@ class DomainHost:
             self._wake.set()
         for block, certificate in delivered:
             self._on_commit(self.domain, block, certificate)
-        if delivered:
-            self._report_executed(delivered[-1][0].height)
         self._note_view()
 
     def _append(self, block: Block, certificate: QuorumCertificate) -> None:
