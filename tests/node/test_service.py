@@ -12,8 +12,19 @@ import pytest
 
 from belep.encoding import encode
 from belep.errors import DomainNotHeld, NotAVoter, NotFound, Overloaded, TooManyAtOnce
-from belep.ledger.block import Block, Digest, DomainId, QuorumCertificate, Transaction
+from belep.ledger.block import (
+    Block,
+    Digest,
+    DomainId,
+    Epoch,
+    Height,
+    NodeId,
+    QuorumCertificate,
+    Transaction,
+    View,
+)
 from belep.ledger.envelope import sign_envelope
+from belep.ledger.execution import BlockContext, MemoryState
 from belep.ledger.store import TxRecord
 from belep.node.chainreads import ChainReads
 from belep.node.commits import CommitTracker
@@ -60,6 +71,19 @@ def test_a_valid_transaction_is_handed_to_the_replica_once(served: Served) -> No
     assert node.hosts[CHILD].queued_events == 1
     assert node.commits.backlog(CHILD).count == 1
     assert node.validators[CHILD].is_valid(tx)  # remembered: the replica will not verify again
+
+
+def test_what_submission_parsed_is_what_execution_takes(served: Served) -> None:
+    node = served.node("child-1")
+    service = served.service(node)
+    tx = fresh(2)
+    asyncio.run(service.submit(CHILD, tx, 0))
+    kept = node.parsed[CHILD]
+    assert len(kept) == 1
+    context = BlockContext(CHILD, Height(1), Epoch(0), View(0), 2, NodeId("p"), Digest(bytes(32)))
+    result, _ = node.hosts[CHILD].application.apply_transaction(MemoryState(), tx, context)
+    assert (kept.hits, kept.misses, len(kept)) == (1, 0, 0)  # execution took the kept envelope
+    assert result.accepted
 
 
 def test_a_committed_transaction_is_answered_from_the_chain_even_when_busy(

@@ -338,6 +338,11 @@ class DomainHost:
     def replica(self) -> Replica | None:
         return self._replica
 
+    @property
+    def application(self) -> Application:
+        """The rules this host executes every committed block with."""
+        return self._application
+
     # ------------------------------------------------------------------ inputs
 
     def post(self, event: Event) -> None:

@@ -68,6 +68,7 @@ from belep.node.auth import OperatorAuth, PeerTokenVerifier, make_peer_token
 from belep.node.commits import CommitTracker
 from belep.node.config import NodeConfig, read_node_config
 from belep.node.domain import CommitListener, DomainHost, now_ms
+from belep.node.envelopes import ParsedEnvelopes
 from belep.node.genesis_seal import (
     GENESIS_SIGS_FILE,
     check_genesis_signatures,
@@ -131,6 +132,8 @@ class Node:
         self.operator = OperatorAuth(token)
         self.hosts: dict[DomainId, DomainHost] = {}
         self.validators: dict[DomainId, EnvelopeValidator] = {}
+        #: Envelopes parsed by a domain's validator, taken by its execution.
+        self.parsed: dict[DomainId, ParsedEnvelopes] = {}
         self.admission: dict[DomainId, AdmissionPolicy] = {}
         #: Client submissions refused by admission control, per domain and reason.
         self.refused: dict[DomainId, dict[str, int]] = {}
@@ -187,7 +190,10 @@ class Node:
                 if node != self.node_id:
                     peers[node] = key
             voter_keys = {m.node_id: m.key for m in genesis.voters}
-            validator = EnvelopeValidator(policy=transaction_policy(voter_keys))
+            parsed = ParsedEnvelopes()
+            validator = EnvelopeValidator(
+                policy=transaction_policy(voter_keys), on_parsed=parsed.put
+            )
             tuning = config.tuning[domain]
             replica_config = ReplicaConfig(
                 node_id=self.node_id,
@@ -223,7 +229,7 @@ class Node:
                 store=store,
                 state=state,
                 execution=execution,
-                application=BelepApplication(),
+                application=BelepApplication(parse=parsed.parse),
                 send=self._send,
                 reader=reader,
                 on_commit=self._on_commit,
@@ -231,6 +237,7 @@ class Node:
             )
             self.hosts[genesis.domain] = host
             self.validators[genesis.domain] = validator
+            self.parsed[genesis.domain] = parsed
             self.admission[genesis.domain] = AdmissionPolicy.for_domain(
                 tuning.request_timeout_ms, tuning.admission_delay_ms, tuning.max_outstanding
             )
