@@ -123,6 +123,41 @@ def test_admission_refusal_accepts_nothing_and_is_counted(served: Served) -> Non
     assert too_many.value.limit == 50
 
 
+def test_a_refused_batch_costs_no_signature_check_and_a_retry_none_again(served: Served) -> None:
+    node = served.node("child-1")
+    service = served.service(node)
+    clock = on_clock(node)
+    validator = node.validators[CHILD]
+    first = fresh(1)
+    asyncio.run(service.submit_batch(CHILD, [first.payload], 0))
+    assert validator.verifications == 1
+    clock.now += 1
+    with pytest.raises(Overloaded):
+        asyncio.run(service.submit_batch(CHILD, [fresh(2).payload, fresh(3).payload], 0))
+    assert validator.verifications == 1  # refused before any was checked
+    clock.now -= 1
+    outcome = asyncio.run(service.submit_batch(CHILD, [first.payload], 0))  # the client's retry
+    assert [a.tx_hash for a in outcome.accepted] == [first.tx_hash]
+    assert validator.verifications == 1
+
+
+def test_a_batch_waits_only_for_its_valid_transactions(served: Served) -> None:
+    node = served.node("child-1")
+    service = served.service(node)
+    payloads = [forged().payload, committed(0).payload]
+
+    async def submit() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = await service.submit_batch(CHILD, payloads, 30)
+        assert [r.index for r in outcome.rejected] == [0]
+        assert [a.tx_hash for a in outcome.accepted] == [committed(0).tx_hash]
+        return loop.time() - started
+
+    assert asyncio.run(submit()) < 10  # not the 30 s wait: the forged one is not waited for
+    assert node.commits.waiting == 0  # every watcher released
+
+
 def test_refused_transactions_are_not_handed_over(served: Served) -> None:
     node = served.node("child-1")
     service = served.service(node)

@@ -256,6 +256,10 @@ class EnvelopeValidator:
             raise SchemaError("transaction refused by the domain's policy", found=envelope.kind)
         return envelope
 
+    def known_valid(self, tx_hash: Digest) -> bool:
+        """Was the transaction with this hash found valid (and is it still remembered)?"""
+        return self._cache.get(tx_hash) is True
+
     def remember(self, tx_hash: Digest, outcome: bool) -> None:
         """Record an outcome (used when the caller already checked the transaction)."""
         self._cache[tx_hash] = outcome

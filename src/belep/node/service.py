@@ -281,27 +281,36 @@ class NodeService:
         if len(payloads) > limit:
             raise TooManyAtOnce(limit, len(payloads))
         rejected: list[Rejected] = []
-        valid: list[Transaction] = []
+        numbered: list[tuple[int, Transaction]] = []
         for index, payload in enumerate(payloads):
             try:
-                tx = Transaction(payload)
-                self._validate(domain, tx)
+                numbered.append((index, Transaction(payload)))
             except ValidationError as exc:
                 rejected.append(Rejected(index, str(exc)))
-                continue
-            valid.append(tx)
-        with self._watching(domain, [tx.tx_hash for tx in valid]) as watch:
+        with self._watching(domain, [tx.tx_hash for _, tx in numbered]) as watch:
             known = await watch.read()
-            fresh = [tx for tx, commit in zip(valid, known, strict=True) if commit is None]
-            # Admission and hand-over with no await between them: requests that waited for
-            # their chain read together cannot all pass one backlog that none of them is in.
-            self.admit(domain, len(fresh))
-            for tx in fresh:
+            # Admission before validation (a refused request costs no signature check),
+            # then validation and hand-over with no await between them: requests that
+            # waited for their chain read together cannot all pass one backlog that none
+            # of them is in.
+            self.admit(domain, sum(commit is None for commit in known))
+            for position, ((index, tx), commit) in enumerate(zip(numbered, known, strict=True)):
+                if commit is not None:
+                    continue  # on the chain: answered from it
+                try:
+                    self._validate(domain, tx)
+                except ValidationError as exc:
+                    rejected.append(Rejected(index, str(exc)))
+                    watch.forget(position)
+                    continue
                 self._hand_over(domain, tx)
             commits = await watch.wait(wait_s) if wait_s > 0 else known
         accepted = tuple(
-            Outcome(tx.tx_hash, commit=c) for tx, c in zip(valid, commits, strict=True)
+            Outcome(tx.tx_hash, commit=c)
+            for position, ((_, tx), c) in enumerate(zip(numbered, commits, strict=True))
+            if not watch.forgotten(position)
         )
+        rejected.sort(key=lambda r: r.index)
         return BatchOutcome(accepted, tuple(rejected))
 
     async def wait_committed(
@@ -323,8 +332,11 @@ class NodeService:
         return await self._reads.result(commit.domain, commit.height, commit.index)
 
     def _validate(self, domain: DomainId, tx: Transaction) -> None:
-        """Check ``tx`` and remember the outcome for the replica (verify-once)."""
+        """Check ``tx`` and remember the outcome for the replica (verify-once). A
+        transaction found valid before (a client's retry) is not checked again."""
         validator = self._node.validators[domain]
+        if validator.known_valid(tx.tx_hash):
+            return
         try:
             validator.check(tx)
         except ValidationError:
@@ -412,6 +424,16 @@ class _Watch:
         self._hashes = tx_hashes
         self._futures = [node.commits.watch(h) for h in tx_hashes]
         self._found: list[TxCommit | None] = [None] * len(tx_hashes)
+        self._forgotten: set[int] = set()
+
+    def forget(self, i: int) -> None:
+        """Stop watching the ``i``-th (found invalid): :meth:`wait` does not wait for it."""
+        if i not in self._forgotten:
+            self._forgotten.add(i)
+            self._node.commits.unwatch(self._hashes[i], self._futures[i])
+
+    def forgotten(self, i: int) -> bool:
+        return i in self._forgotten
 
     def _known(self, i: int) -> TxCommit | None:
         """What is known now of the ``i``-th: read from the chain, or seen by its watcher."""
@@ -438,12 +460,15 @@ class _Watch:
     async def wait(self, timeout_s: float) -> list[TxCommit | None]:
         """Wait up to ``timeout_s`` for the watched transactions not yet committed; those
         still missing are read from the chain once more."""
-        pending = {f for f, found in zip(self._futures, self._found, strict=True) if found is None}
-        pending = {f for f in pending if not f.done()}
+        pending = {
+            f
+            for i, (f, found) in enumerate(zip(self._futures, self._found, strict=True))
+            if found is None and not f.done() and i not in self._forgotten
+        }
         if pending and timeout_s > 0:
             await asyncio.wait(pending, timeout=timeout_s)
         found = self._resolved()
-        missing = [i for i, c in enumerate(found) if c is None]
+        missing = [i for i, c in enumerate(found) if c is None and i not in self._forgotten]
         if missing and timeout_s > 0:
             records = await self._reads.transactions(
                 self._domain, [self._hashes[i] for i in missing]
@@ -454,5 +479,6 @@ class _Watch:
 
     def release(self) -> None:
         commits = self._node.commits
-        for tx_hash, future in zip(self._hashes, self._futures, strict=True):
-            commits.unwatch(tx_hash, future)
+        for i, (tx_hash, future) in enumerate(zip(self._hashes, self._futures, strict=True)):
+            if i not in self._forgotten:
+                commits.unwatch(tx_hash, future)
