@@ -72,6 +72,63 @@ def test_decode_accepts_only_what_encode_produces(data: bytes) -> None:
     assert encode(value) == data
 
 
+def _head(major: int, arg: int, widen: int) -> bytes:
+    """A CBOR head; ``widen`` > 0 uses a longer argument form than the shortest one."""
+    forms = [(24, 1), (25, 2), (26, 4), (27, 8)]
+    if arg < 24 and not widen:
+        return bytes([major << 5 | arg])
+    fitting = [(info, n) for info, n in forms if arg < 1 << (8 * n)]
+    info, n = fitting[min(max(widen - 1, 0), len(fitting) - 1)] if arg >= 24 else forms[widen - 1]
+    return bytes([major << 5 | info]) + arg.to_bytes(n, "big")
+
+
+_raw_scalars = st.one_of(
+    st.tuples(st.just(0), st.integers(0, 2**16)),
+    st.tuples(st.just(2), st.binary(max_size=40)),
+    st.tuples(st.just(3), st.text(max_size=30)),
+)
+
+
+@st.composite
+def _nearly_canonical_maps(draw: st.DrawFn) -> bytes:
+    """Maps built byte by byte: keys possibly repeated or out of order, heads possibly
+    longer than the shortest form — what a hostile client would send."""
+    pairs = draw(
+        st.lists(
+            st.tuples(st.text(max_size=4), _raw_scalars, st.integers(0, 2), st.integers(0, 2)),
+            max_size=6,
+        )
+    )
+    if draw(st.booleans()):
+        pairs.sort(key=lambda p: encode(p[0]))
+    out = bytearray(_head(5, len(pairs), 0))
+    for key, (major, item), widen_key, widen_item in pairs:
+        raw_key = key.encode()
+        out += _head(3, len(raw_key), widen_key) + raw_key
+        if major == 0:
+            assert isinstance(item, int)
+            out += _head(0, item, widen_item)
+        else:
+            raw = item.encode() if isinstance(item, str) else item
+            assert isinstance(raw, bytes)
+            out += _head(major, len(raw), widen_item) + raw
+    return bytes(out)
+
+
+@given(_nearly_canonical_maps())
+@settings(max_examples=500)
+def test_a_nearly_canonical_map_is_decoded_exactly_or_refused(data: bytes) -> None:
+    """Envelopes are maps, and the decoder's fast paths are in its map loop: bytes that
+    are almost canonical either decode to a value that encodes back to exactly them, or
+    are refused, by both decoders."""
+    for decoder in (decode, lambda b: encoding.decode_map_spans(b)[0]):
+        try:
+            value = decoder(data)
+        except EncodingError:
+            continue
+        assert encode(value) == data
+
+
 def test_same_bytes_in_a_fresh_interpreter() -> None:
     """Hash seeds and dict orders differ between processes; the bytes must not."""
     program = (

@@ -358,33 +358,43 @@ class _Decoder:
     def map(
         self, pos_after: int, arg: int, depth: int, spans: dict[Key, tuple[int, int]] | None
     ) -> tuple[dict[Key, Value], int]:
-        """Decode ``arg`` key/value pairs from ``pos_after`` (the map's head already read)."""
+        """Decode ``arg`` key/value pairs from ``pos_after`` (the map's head already read).
+
+        Every envelope and record is a map of short text keys and mostly short
+        scalar values, decoded on every node for every transaction: those are
+        decoded here without a call per item (the same checks as :meth:`value`:
+        an argument below 24 or a one-byte argument of at least 24 is the
+        shortest form). Anything else goes through :meth:`value`.
+        """
         self._need(pos_after, 2 * arg, "map")
         result: dict[Key, Value] = {}
         cursor = pos_after
         previous_key: bytes | None = None
         buf = self.buf
+        size = self.size
         for _ in range(arg):
             key_start = cursor
-            initial = buf[cursor] if cursor < self.size else 0xFF
-            if 0x60 <= initial < 0x78 and cursor + 1 + (initial & 0x1F) <= self.size:
+            initial = buf[cursor] if cursor < size else 0xFF
+            if 0x60 <= initial < 0x78 and (end := cursor + 1 + (initial & 0x1F)) <= size:
                 # Fast path: a short text key (the usual record field name).
-                cursor += 1 + (initial & 0x1F)
                 try:
-                    key: Value = buf[key_start + 1 : cursor].decode("utf-8")
+                    key: Key = buf[cursor + 1 : end].decode("utf-8")
                 except UnicodeDecodeError:
-                    key, cursor = self.value(key_start, depth + 1)  # raises with the offset
+                    self.value(key_start, depth + 1)  # raises with the offset
+                    raise  # (never reached)
+                cursor = end
             else:
-                key, cursor = self.value(cursor, depth + 1)
-            if type(key) is not int and type(key) is not str:
-                raise EncodingError(
-                    "unsupported map key type",
-                    expected="integer or text string",
-                    found=type(key).__name__,
-                    where=f"offset {key_start}",
-                )
-            encoded_key = self.buf[key_start:cursor]
-            if previous_key is not None:
+                other, cursor = self.value(cursor, depth + 1)
+                if type(other) is not int and type(other) is not str:
+                    raise EncodingError(
+                        "unsupported map key type",
+                        expected="integer or text string",
+                        found=type(other).__name__,
+                        where=f"offset {key_start}",
+                    )
+                key = other
+            encoded_key = buf[key_start:cursor]
+            if previous_key is not None and encoded_key <= previous_key:
                 if encoded_key == previous_key:
                     raise EncodingError(
                         "duplicate map key",
@@ -392,16 +402,43 @@ class _Decoder:
                         found=key,
                         where=f"offset {key_start}",
                     )
-                if encoded_key < previous_key:
-                    raise EncodingError(
-                        "map keys not in canonical order",
-                        expected=f"key sorting after {previous_key.hex()}",
-                        found=encoded_key,
-                        where=f"offset {key_start}",
-                    )
+                raise EncodingError(
+                    "map keys not in canonical order",
+                    expected=f"key sorting after {previous_key.hex()}",
+                    found=encoded_key,
+                    where=f"offset {key_start}",
+                )
             previous_key = encoded_key
             item_start = cursor
-            item, cursor = self.value(cursor, depth + 1)
+            initial = buf[cursor] if cursor < size else 0xFF
+            major = initial >> 5
+            info = initial & 0x1F
+            item: Value
+            if major == _MT_UINT and info < 24:
+                item = info
+                cursor += 1
+            elif major in (_MT_TEXT, _MT_BYTES) and (
+                info < 24 or (info == 24 and cursor + 1 < size and buf[cursor + 1] >= 24)
+            ):
+                if info < 24:
+                    start = cursor + 1
+                    end = start + info
+                else:
+                    start = cursor + 2
+                    end = start + buf[cursor + 1]
+                if end > size:
+                    item, cursor = self.value(item_start, depth + 1)  # raises: truncated
+                elif major == _MT_BYTES:
+                    item = buf[start:end]
+                    cursor = end
+                else:
+                    try:
+                        item = buf[start:end].decode("utf-8")
+                    except UnicodeDecodeError:
+                        item, cursor = self.value(item_start, depth + 1)  # raises
+                    cursor = end
+            else:
+                item, cursor = self.value(cursor, depth + 1)
             result[key] = item
             if spans is not None:
                 spans[key] = (item_start, cursor)
