@@ -7,7 +7,9 @@ at a time whichever it is), :func:`open_header` (``busy_timeout``, WAL with the
 given ``synchronous`` level for a writer, then the file's ``application_id``,
 ``user_version`` and whether it is empty), :func:`create_schema` and
 :func:`wrap` (every ``sqlite3`` error as a :class:`~belep.errors.StorageError`,
-a :class:`~belep.errors.CorruptStore` for a damaged file).
+a :class:`~belep.errors.CorruptStore` for a damaged file), and
+:class:`SqliteFile`, the base of both: a read that wraps its errors, closing,
+use as a context manager.
 
 An I/O edge of the ledger.
 """
@@ -19,10 +21,12 @@ from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 from belep.errors import CorruptStore, StorageError
 
-__all__ = ["Header", "connect", "create_schema", "open_header", "wrap"]
+__all__ = ["Header", "SqliteFile", "connect", "create_schema", "open_header", "wrap"]
 
 
 def wrap(exc: sqlite3.Error, what: str) -> StorageError:
@@ -97,3 +101,39 @@ def create_schema(
         with suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise wrap(exc, "create the database schema") from exc
+
+
+class SqliteFile:
+    """A ledger database over one connection: reads whose errors are :class:`StorageError`,
+    :meth:`close`, and ``with``."""
+
+    __slots__ = ("_conn", "path", "readonly")
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
+        self._conn = conn
+        self.path = path
+        self.readonly = readonly
+
+    def _query(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise wrap(exc, what) from exc
+
+    def close(self) -> None:
+        """Close the connection (the last one to close folds the WAL into the file)."""
+        try:
+            self._conn.close()
+        except sqlite3.Error as exc:
+            raise wrap(exc, "close") from exc
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

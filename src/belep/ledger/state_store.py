@@ -29,15 +29,13 @@ import sqlite3
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 from belep.encoding import decode, encode, expect_list, expect_str
 from belep.errors import ConfigError, CorruptStore, StorageError, ValidationError
 from belep.ledger.block import Digest, Height
 from belep.ledger.execution import BlockExecution, TxResult, genesis_state_root
 from belep.ledger.genesis import Genesis
-from belep.ledger.sqlite import connect, create_schema, open_header, wrap
+from belep.ledger.sqlite import SqliteFile, connect, create_schema, open_header, wrap
 
 __all__ = ["STATE_DB", "ExecutionRecord", "StateDatabase"]
 
@@ -74,18 +72,16 @@ class ExecutionRecord:
     results: tuple[TxResult, ...]
 
 
-class StateDatabase:
+class StateDatabase(SqliteFile):
     """One domain's executed state in one SQLite file. Open with :meth:`open`."""
 
-    __slots__ = ("_conn", "_pending", "_staged", "genesis", "path", "readonly")
+    __slots__ = ("_pending", "_staged", "genesis")
 
     def __init__(
         self, conn: sqlite3.Connection, path: Path, genesis: Genesis, readonly: bool
     ) -> None:
-        self._conn = conn
-        self.path = path
+        super().__init__(conn, path, readonly)
         self.genesis = genesis
-        self.readonly = readonly
         self._pending: dict[bytes, bytes | None] = {}
         self._staged: list[BlockExecution] = []
 
@@ -129,29 +125,6 @@ class StateDatabase:
                 found=stored,
                 where=str(self.path),
             )
-
-    def _query(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        try:
-            return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise wrap(exc, what) from exc
-
-    def close(self) -> None:
-        try:
-            self._conn.close()
-        except sqlite3.Error as exc:
-            raise wrap(exc, "close") from exc
-
-    def __enter__(self) -> StateDatabase:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ StateStore
 

@@ -40,7 +40,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from belep.encoding import decode, encode
@@ -63,7 +62,7 @@ from belep.ledger.block import (
 from belep.ledger.certificate import check_block_certificate, check_names_block
 from belep.ledger.genesis import Committee, Genesis
 from belep.ledger.merkle import InclusionProof, hash_leaf, inclusion_proof
-from belep.ledger.sqlite import connect, create_schema, open_header, wrap
+from belep.ledger.sqlite import SqliteFile, connect, create_schema, open_header, wrap
 from belep.ledger.verify import StoredBlock, StoredTx, check_extends, check_tx_root
 
 #: ``PRAGMA application_id`` of a BELEP chain database ("BLEP").
@@ -154,18 +153,16 @@ def _int(value: object, what: str) -> int:
     return value
 
 
-class BlockStore:
+class BlockStore(SqliteFile):
     """One domain's chain in one SQLite file. Open with :meth:`open`."""
 
-    __slots__ = ("_conn", "genesis", "path", "readonly")
+    __slots__ = ("genesis",)
 
     def __init__(
         self, conn: sqlite3.Connection, path: Path, genesis: Genesis, readonly: bool
     ) -> None:
-        self._conn = conn
-        self.path = path
+        super().__init__(conn, path, readonly)
         self.genesis = genesis
-        self.readonly = readonly
 
     # ----------------------------------------------------------------------
     # Opening and closing
@@ -233,24 +230,6 @@ class BlockStore:
         """Fold the WAL into the main database file (``PRAGMA wal_checkpoint(TRUNCATE)``)."""
         self._query("checkpoint", "PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def close(self) -> None:
-        """Close the connection (the last one to close folds the WAL into the file)."""
-        try:
-            self._conn.close()
-        except sqlite3.Error as exc:
-            raise wrap(exc, "close") from exc
-
-    def __enter__(self) -> BlockStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
         if self.readonly:
@@ -269,12 +248,6 @@ class BlockStore:
             if isinstance(exc, sqlite3.Error):
                 raise wrap(exc, what) from exc
             raise
-
-    def _query(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        try:
-            return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise wrap(exc, what) from exc
 
     # ----------------------------------------------------------------------
     # Writing
